@@ -266,13 +266,15 @@ func (p *Postgres) stop(sig syscall.Signal, group bool) error {
 	if err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err
 	}
+	killed := false
 	select {
 	case <-p.exit:
 	case <-time.After(60 * time.Second):
 		killGroup(p.cmd.Process, syscall.SIGKILL)
 		<-p.exit
+		killed = true
 	}
-	if group || sig == syscall.SIGQUIT {
+	if group || killed || sig == syscall.SIGQUIT {
 		// Children of a killed postmaster exit when they notice; wait for
 		// the group so a restart does not find them holding shared memory.
 		waitGroupGone(p.cmd.Process.Pid, 10*time.Second)
