@@ -104,17 +104,19 @@ func (r *running) collect(tb testing.TB, commits int, ack bool) ([]*Event, []*Co
 	timeout := time.After(60 * time.Second)
 	for len(cs) < commits {
 		select {
-		case m, ok := <-r.s.Messages():
+		case batch, ok := <-r.s.Messages():
 			if !ok {
 				tb.Fatalf("stream ended: %v", <-r.errc)
 			}
-			switch m := m.(type) {
-			case *Event:
-				evs = append(evs, m)
-			case *Commit:
-				cs = append(cs, m)
-				if ack {
-					r.s.SetSafe(m.EndLSN)
+			for _, m := range batch {
+				switch m := m.(type) {
+				case *Event:
+					evs = append(evs, m)
+				case *Commit:
+					cs = append(cs, m)
+					if ack {
+						r.s.SetSafe(m.EndLSN)
+					}
 				}
 			}
 		case <-timeout:

@@ -258,17 +258,19 @@ func TestStream_PostgresRestart(t *testing.T) {
 	seen := map[string]bool{}
 	var dup string
 	go func() {
-		for m := range r.s.Messages() {
-			switch m := m.(type) {
-			case *Event:
-				mu.Lock()
-				if seen[pos(m)] && dup == "" {
-					dup = pos(m)
+		for batch := range r.s.Messages() {
+			for _, m := range batch {
+				switch m := m.(type) {
+				case *Event:
+					mu.Lock()
+					if seen[pos(m)] && dup == "" {
+						dup = pos(m)
+					}
+					seen[pos(m)] = true
+					mu.Unlock()
+				case *Commit:
+					r.s.SetSafe(m.EndLSN)
 				}
-				seen[pos(m)] = true
-				mu.Unlock()
-			case *Commit:
-				r.s.SetSafe(m.EndLSN)
 			}
 		}
 	}()

@@ -44,6 +44,11 @@ func PGBinDir() (string, error) {
 	}
 	if p, err := exec.LookPath("initdb"); err == nil {
 		if _, err := exec.LookPath("postgres"); err == nil {
+			// Follow links (/usr/local/bin/initdb → /usr/lib/postgresql/15/bin)
+			// so pg_recvlogical and the other tools are found beside it.
+			if real, err := filepath.EvalSymlinks(p); err == nil {
+				p = real
+			}
 			return filepath.Dir(p), nil
 		}
 	}
