@@ -198,11 +198,13 @@ func (rt *Router) RedirectURL(ctx context.Context, tenantID, path string) (strin
 func (rt *Router) resolve(ctx context.Context, tenantID string) (string, error) {
 	if tenantID == "" {
 		// Checked here so that no resolver is ever asked about an empty id.
-		return "", fmt.Errorf("resolve tenant: %w", resolver.ErrInvalidTenant)
+		return "", fmt.Errorf("find home region: empty tenant id: %w", resolver.ErrInvalidTenant)
 	}
 	region, err := rt.res.Resolve(ctx, tenantID)
 	if err != nil {
-		return "", fmt.Errorf("resolve tenant %q: %w", tenantID, err)
+		// The id is not quoted: it is outside input of any length, and
+		// the resolver's error already names it once it is known valid.
+		return "", fmt.Errorf("find home region: %w", err)
 	}
 	return region, nil
 }
