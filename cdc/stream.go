@@ -296,7 +296,12 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 	s.inTxn = false
 	s.lastEnd = max(s.lastEnd, start)
 	s.idleLSN = 0
-	return true, s.receive(ctx, conn)
+	err = s.receive(ctx, conn)
+	if ctx.Err() != nil {
+		// The last word: the consumer's final safe position.
+		s.sendStatus(conn, false)
+	}
+	return true, err
 }
 
 func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, database string) error {
@@ -348,7 +353,6 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn) error {
 		msg, err := conn.ReceiveMessage(rctx.ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				s.sendStatus(conn, false) // last word: the final safe position
 				return ctx.Err()
 			}
 			if pgconn.Timeout(err) {

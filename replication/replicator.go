@@ -1,0 +1,641 @@
+// Package replication is the replicator: it forwards the outbox events that
+// a cdc stream decodes to the target region's NATS JetStream, keeping many
+// publishes in flight, and turns the in-order acknowledgements into the safe
+// LSN that is checkpointed and confirmed to Postgres.
+//
+// Exactly once and in order, whatever fails: every message carries a dedup
+// id (Nats-Msg-Id) and names the previous message's id in
+// Nats-Expected-Last-Msg-Id, so the stream refuses a message whose
+// predecessor it does not hold; after any publish error the replicator waits
+// for the whole window to settle and resends from the first unacknowledged
+// event. When a resent event was stored long ago (beyond the duplicate
+// window), the refusal makes the replicator read the stream's last message
+// and skip what the stream already has (its Qx-Source-LSN header). The same
+// reconciliation runs on start. See https://docs.nats.io/nats-concepts/jetstream/streams
+// and https://docs.nats.io/using-nats/developer/develop_jetstream/model_deep_dive.
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/qx-platform/regions"
+	"github.com/qx-platform/regions/cdc"
+)
+
+// Source is the stream of outbox events (a *cdc.Stream).
+type Source interface {
+	Run(ctx context.Context) error
+	Messages() <-chan []cdc.Message
+	SetSafe(lsn cdc.LSN)
+}
+
+// CheckpointStore keeps the safe LSN (a *checkpoint.PGStore).
+type CheckpointStore interface {
+	Save(ctx context.Context, lsn cdc.LSN) error
+}
+
+// DeadLetterWriter stores rows the target can never accept (a *PGDeadLetters).
+type DeadLetterWriter interface {
+	Write(ctx context.Context, d DeadLetter) error
+}
+
+// ErrTargetLost means the target stream no longer holds events it had
+// acknowledged (it was purged or recreated); replicating on would leave a gap.
+var ErrTargetLost = errors.New("target stream lost acknowledged events")
+
+// errCodeWrongLastMsgID is the JetStream error for a failed
+// Nats-Expected-Last-Msg-Id check.
+const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
+
+// Config configures a Replicator. Zero values take the defaults shown.
+type Config struct {
+	// SourceRegion names the region whose outbox is replicated (required).
+	SourceRegion string
+	// TargetRegion names the region of the target NATS (for logs and labels).
+	TargetRegion string
+	// Mapping is the outbox mapping the source uses; default cdc.DefaultMapping().
+	Mapping *cdc.Mapping
+	// SubjectTemplate; default DefaultSubjectTemplate. It must render
+	// under qx.events.<source>.
+	SubjectTemplate string
+	// Stream is the target stream; default StreamName(SourceRegion).
+	Stream string
+	// DuplicateWindow of a stream created here; default 2m.
+	DuplicateWindow time.Duration
+	// MaxInFlight bounds the publishes awaiting an ack; default 8192,
+	// enough for ~150k events/s over a 50 ms round trip.
+	MaxInFlight int
+	// PublishTimeout is how long an ack may take before the window is
+	// resent; default 10s.
+	PublishTimeout time.Duration
+	// CheckpointInterval coalesces checkpoint writes; default 200ms.
+	CheckpointInterval time.Duration
+	// ShutdownTimeout bounds the wait for in-flight acks on shutdown; default 10s.
+	ShutdownTimeout time.Duration
+	// MinBackoff and MaxBackoff bound retry delays; default 100ms and 10s.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) validate() error {
+	if err := regions.ValidateRegionName(c.SourceRegion); err != nil {
+		return fmt.Errorf("replication: Config.SourceRegion: %w", err)
+	}
+	if c.Mapping == nil {
+		m := cdc.DefaultMapping()
+		c.Mapping = &m
+	}
+	if c.SubjectTemplate == "" {
+		c.SubjectTemplate = DefaultSubjectTemplate
+	}
+	if c.Stream == "" {
+		c.Stream = StreamName(c.SourceRegion)
+	}
+	if c.DuplicateWindow <= 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 8192
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = 10 * time.Second
+	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = 200 * time.Millisecond
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// entry is one queued item, in source order: an event's message, or the
+// end of a transaction.
+type entry struct {
+	pos        Position
+	commit     *cdc.Commit // transaction end: no message
+	msg        *nats.Msg
+	id         string
+	commitTime time.Time
+	fut        jetstream.PubAckFuture
+	sent       time.Time
+	acked      bool
+}
+
+// Replicator forwards a source's events to a JetStream stream.
+type Replicator struct {
+	cfg   Config
+	log   *slog.Logger
+	src   Source
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	store CheckpointStore
+	dl    DeadLetterWriter
+	b     *builder
+	m     *metrics
+
+	// Owned by Run.
+	q            []*entry
+	head         int // first entry not yet popped
+	wait         int // first sent entry whose future is unresolved
+	next         int // first entry not yet sent
+	recovering   error
+	reconcile    bool
+	lastSentID   string
+	ackedID      string
+	ackedPos     Position
+	safe, saved  cdc.LSN
+	backoff      time.Duration
+	failingSince time.Time
+	stream       jetstream.Stream
+
+	status atomic.Pointer[Status]
+}
+
+// Status is a snapshot for health checks and `qx-regions status`.
+type Status struct {
+	SourceConnected bool
+	TargetConnected bool
+	SafeLSN         cdc.LSN
+	LagBytes        int64
+	LagSeconds      float64
+	InFlight        int
+	Failing         bool // the target refuses or does not answer; retrying
+}
+
+// New validates cfg and wires the replicator's collaborators.
+func New(cfg Config, src Source, nc *nats.Conn, store CheckpointStore, dl DeadLetterWriter) (*Replicator, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	tpl, err := parseSubjectTemplate(cfg.SubjectTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("replication: Config.SubjectTemplate: %w", err)
+	}
+	prefix := "qx.events." + cfg.SourceRegion + "."
+	if len(tpl.parts) < 2 || !tpl.parts[1].src || tpl.parts[0].lit != "qx.events." ||
+		len(tpl.parts) < 3 || len(tpl.parts[2].lit) == 0 || tpl.parts[2].lit[0] != '.' {
+		return nil, fmt.Errorf("replication: Config.SubjectTemplate %q must start with qx.events.{source}. (%s...)", cfg.SubjectTemplate, prefix)
+	}
+	if src == nil || nc == nil || store == nil || dl == nil {
+		return nil, errors.New("replication: New needs a source, a NATS connection, a checkpoint store and a dead-letter writer")
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight+1),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("replication: jetstream: %w", err)
+	}
+	r := &Replicator{
+		cfg: cfg, src: src, nc: nc, js: js, store: store, dl: dl,
+		log: cfg.Logger.With("source", cfg.SourceRegion, "target", cfg.TargetRegion, "stream", cfg.Stream),
+		b:   newBuilder(cfg.SourceRegion, tpl, cfg.Mapping),
+		m: newMetrics(cfg.Registerer, prometheus.Labels{"source": cfg.SourceRegion, "target": cfg.TargetRegion}),
+		backoff: cfg.MinBackoff,
+	}
+	r.status.Store(&Status{})
+	return r, nil
+}
+
+// Status returns the latest snapshot (updated every CheckpointInterval).
+func (r *Replicator) Status() Status { return *r.status.Load() }
+
+// Run replicates until ctx is cancelled (then it drains the in-flight
+// window, saves the checkpoint, lets the source confirm it, and returns nil)
+// or the source fails for good (it returns that error).
+func (r *Replicator) Run(ctx context.Context) error {
+	if err := r.connectTarget(ctx); err != nil {
+		return err
+	}
+	srcCtx, cancelSrc := context.WithCancel(context.Background())
+	defer cancelSrc()
+	srcDone := make(chan error, 1)
+	go func() { srcDone <- r.src.Run(srcCtx) }()
+	stopSource := func() error {
+		cancelSrc()
+		for range r.src.Messages() {
+		}
+		err := <-srcDone
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
+
+	tick := time.NewTicker(r.cfg.CheckpointInterval)
+	defer tick.Stop()
+	in := r.src.Messages()
+	for {
+		r.advance()
+		if r.recovering == nil {
+			r.sendMore()
+		}
+		if r.recovering != nil && r.wait == r.next {
+			if err := r.recover(ctx); err != nil {
+				r.shutdown()
+				stopSource()
+				return err
+			}
+			continue
+		}
+		var batches <-chan []cdc.Message
+		if len(r.q)-r.head < r.cfg.MaxInFlight {
+			batches = in
+		}
+		var okCh <-chan *jetstream.PubAck
+		var errCh <-chan error
+		if r.wait < r.next {
+			f := r.q[r.wait].fut
+			okCh, errCh = f.Ok(), f.Err()
+		}
+		select {
+		case batch, ok := <-batches:
+			if !ok {
+				r.shutdown()
+				err := stopSource()
+				if err == nil {
+					err = errors.New("replication: source ended")
+				}
+				return err
+			}
+			if err := r.enqueue(ctx, batch); err != nil {
+				r.shutdown()
+				stopSource()
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		case ack := <-okCh:
+			r.resolved(ack, nil)
+		case err := <-errCh:
+			r.resolved(nil, err)
+		case <-tick.C:
+			r.checkpoint(ctx)
+			r.updateStatus()
+		case <-ctx.Done():
+			r.shutdown()
+			return stopSource()
+		}
+	}
+}
+
+// connectTarget makes sure the stream exists and reads its tail, retrying
+// while NATS is unreachable.
+func (r *Replicator) connectTarget(ctx context.Context) error {
+	backoff := r.cfg.MinBackoff
+	logged := false
+	for {
+		s, err := ensureStream(ctx, r.js, r.cfg.Stream, StreamSubject(r.cfg.SourceRegion), r.cfg.DuplicateWindow)
+		if err == nil {
+			var t tail
+			if t, err = readTail(ctx, s); err == nil {
+				r.stream = s
+				r.ackedID, r.ackedPos, r.lastSentID = t.id, t.pos, t.id
+				r.log.Info("target stream ready", "last_position", t.pos.String())
+				return nil
+			}
+		}
+		if errors.Is(err, ErrStreamConflict) || ctx.Err() != nil {
+			return err
+		}
+		if !logged {
+			r.log.Warn("target not ready, retrying", "err", err)
+			logged = true
+		}
+		if err := sleepCtx(ctx, jitter(backoff)); err != nil {
+			return err
+		}
+		backoff = min(2*backoff, r.cfg.MaxBackoff)
+	}
+}
+
+// enqueue turns a batch into queue entries; rows that can never be
+// forwarded go to the dead letters right away, in order.
+func (r *Replicator) enqueue(ctx context.Context, batch []cdc.Message) error {
+	for _, m := range batch {
+		switch m := m.(type) {
+		case *cdc.Commit:
+			r.q = append(r.q, &entry{commit: m, pos: Position{LSN: m.CommitLSN, Index: 1 << 30}})
+		case *cdc.Event:
+			pos := positionOf(m)
+			if !r.ackedPos.Less(pos) {
+				continue // the target holds it already (seen in its tail)
+			}
+			msg, id, skip, err := r.b.build(m)
+			if skip {
+				r.m.skipped.Inc()
+				continue
+			}
+			if err == nil && msgSize(msg) > int(r.nc.MaxPayload()) {
+				err = fmt.Errorf("%w: %d bytes, max_payload is %d", ErrTooLarge, msgSize(msg), r.nc.MaxPayload())
+			}
+			if err != nil {
+				if err := r.deadLetter(ctx, m, err); err != nil {
+					return err
+				}
+				continue
+			}
+			r.q = append(r.q, &entry{pos: pos, msg: msg, id: id, commitTime: m.CommitTime})
+		}
+	}
+	return nil
+}
+
+// deadLetter records a row the target will never accept, retrying while
+// the source database is unreachable.
+func (r *Replicator) deadLetter(ctx context.Context, ev *cdc.Event, reason error) error {
+	d := DeadLetter{Position: positionOf(ev), Reason: reason.Error(), Row: rawRow(ev, r.cfg.Mapping)}
+	backoff := r.cfg.MinBackoff
+	for {
+		err := r.dl.Write(ctx, d)
+		if err == nil {
+			r.m.deadLetters.WithLabelValues(reasonLabel(reason)).Inc()
+			r.log.Warn("event dead-lettered", "position", d.Position.String(), "reason", d.Reason)
+			return nil
+		}
+		r.log.Warn("dead letter not written, retrying", "position", d.Position.String(), "err", err)
+		if err := sleepCtx(ctx, jitter(backoff)); err != nil {
+			return err
+		}
+		backoff = min(2*backoff, r.cfg.MaxBackoff)
+	}
+}
+
+func reasonLabel(err error) string {
+	switch {
+	case errors.Is(err, ErrNullField):
+		return "null_field"
+	case errors.Is(err, ErrBadHeaders):
+		return "bad_headers"
+	case errors.Is(err, ErrTooLarge):
+		return "too_large"
+	}
+	return "other"
+}
+
+// sendMore publishes queued entries while the window has room. Each
+// message names its predecessor, so the stream stores them only in order.
+func (r *Replicator) sendMore() {
+	for r.next < len(r.q) && r.next-r.wait < r.cfg.MaxInFlight {
+		e := r.q[r.next]
+		if e.commit != nil {
+			e.acked = true // nothing to send; resolved in order by advance
+			if r.wait == r.next {
+				r.wait++
+			}
+			r.next++
+			continue
+		}
+		if r.lastSentID == "" {
+			delete(e.msg.Header, HeaderExpectedLastID)
+		} else {
+			e.msg.Header[HeaderExpectedLastID] = []string{r.lastSentID}
+		}
+		fut, err := r.js.PublishMsgAsync(e.msg, noRetries...)
+		if err != nil {
+			r.fail(err)
+			return
+		}
+		e.fut, e.sent, e.acked = fut, time.Now(), false
+		r.lastSentID = e.id
+		r.next++
+	}
+	r.m.inFlight.Set(float64(r.next - r.wait))
+}
+
+// noRetries turns off nats.go's own resend on "no responders", which could
+// store messages out of order; the replicator resends the window itself.
+var noRetries = []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)}
+
+// resolved handles the future of q[wait].
+func (r *Replicator) resolved(ack *jetstream.PubAck, err error) {
+	e := r.q[r.wait]
+	if err == nil && ack != nil {
+		e.acked = true
+		r.m.latency.Observe(time.Since(e.sent).Seconds())
+	} else {
+		if err == nil {
+			err = errors.New("publish future resolved without an ack")
+		}
+		if r.recovering == nil {
+			r.fail(err)
+		}
+		if isWrongLast(err) {
+			r.reconcile = true
+		}
+	}
+	r.wait++
+	// Commit markers are resolved as soon as they are reached.
+	for r.wait < r.next && r.q[r.wait].commit != nil {
+		r.wait++
+	}
+}
+
+func isWrongLast(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWrongLastMsgID
+}
+
+// fail stops sending; once every in-flight publish has settled, recover
+// resends from the first unacknowledged event.
+func (r *Replicator) fail(err error) {
+	r.recovering = err
+	if r.failingSince.IsZero() {
+		r.failingSince = time.Now()
+		r.log.Warn("publish failed, resending from the first unacknowledged event", "err", err)
+	}
+}
+
+// recover runs when the window has settled after a failure.
+func (r *Replicator) recover(ctx context.Context) error {
+	r.m.retries.Inc()
+	if r.reconcile {
+		// The stream refused a message because its last message is not
+		// the one we named: read what it holds and skip that.
+		t, err := readTail(ctx, r.stream)
+		if err != nil {
+			r.log.Debug("read stream tail", "err", err)
+			return sleepCtx(ctx, jitter(r.backoff))
+		}
+		if t.pos.Less(r.ackedPos) || (t.id == "" && r.ackedID != "") {
+			return fmt.Errorf("%w: stream %s ends at %s, but %s was acknowledged", ErrTargetLost, r.cfg.Stream, t.pos, r.ackedPos)
+		}
+		for r.head < len(r.q) {
+			e := r.q[r.head]
+			if e.commit == nil && t.pos.Less(e.pos) {
+				break
+			}
+			r.pop(e)
+		}
+		r.ackedID, r.ackedPos = t.id, t.pos
+		r.reconcile = false
+	}
+	if err := sleepCtx(ctx, jitter(r.backoff)); err != nil {
+		return err
+	}
+	r.backoff = min(2*r.backoff, r.cfg.MaxBackoff)
+	// Resend everything not acknowledged, in order.
+	r.next, r.wait = r.head, r.head
+	r.lastSentID = r.ackedID
+	r.recovering = nil
+	return nil
+}
+
+// advance pops acknowledged entries from the head, in order.
+func (r *Replicator) advance() {
+	for r.head < r.wait && r.q[r.head].acked {
+		r.pop(r.q[r.head])
+	}
+	if r.head == len(r.q) && r.head > 0 {
+		clear(r.q)
+		r.q, r.wait, r.next, r.head = r.q[:0], 0, 0, 0
+	} else if r.head > 4096 && r.head*2 > len(r.q) {
+		n := copy(r.q, r.q[r.head:])
+		clear(r.q[n:])
+		r.q = r.q[:n]
+		r.wait -= r.head
+		r.next -= r.head
+		r.head = 0
+	}
+}
+
+// pop removes the head entry, which the target holds: a transaction's end
+// reached this way makes its end LSN safe.
+func (r *Replicator) pop(e *entry) {
+	if e.commit != nil {
+		if e.commit.EndLSN > r.safe {
+			r.safe = e.commit.EndLSN
+			// Postgres may forget what the target stored at once; the
+			// checkpoint follows, coalesced. (Waiting for the checkpoint
+			// would hang a fast shutdown of the source: its walsender
+			// waits for this position while new connections, like the
+			// checkpoint's, are refused.)
+			r.src.SetSafe(r.safe)
+		}
+	} else {
+		r.ackedID, r.ackedPos = e.id, e.pos
+		r.m.forwarded.Inc()
+		r.m.bytes.Add(float64(len(e.msg.Data)))
+		if !r.failingSince.IsZero() && r.recovering == nil {
+			r.log.Info("target recovered", "after", time.Since(r.failingSince).Round(time.Millisecond).String())
+			r.failingSince = time.Time{}
+			r.backoff = r.cfg.MinBackoff
+		}
+	}
+	r.q[r.head] = nil
+	r.head++
+	if r.wait < r.head {
+		r.wait = r.head
+	}
+	if r.next < r.wait {
+		r.next = r.wait
+	}
+}
+
+// checkpoint saves the safe LSN: never ahead of the target's acks, at most
+// once per CheckpointInterval.
+func (r *Replicator) checkpoint(ctx context.Context) {
+	if r.safe <= r.saved {
+		return
+	}
+	if err := r.store.Save(ctx, r.safe); err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("checkpoint not saved", "err", err)
+		}
+		return
+	}
+	r.saved = r.safe
+	r.m.safeLSN.Set(float64(r.saved))
+}
+
+func (r *Replicator) updateStatus() {
+	st := &Status{SafeLSN: r.safe, InFlight: r.next - r.wait, TargetConnected: r.nc.IsConnected(),
+		Failing: r.recovering != nil}
+	if s, ok := r.src.(interface{ Connected() bool }); ok {
+		st.SourceConnected = s.Connected()
+	}
+	if s, ok := r.src.(interface{ ServerWALEnd() cdc.LSN }); ok {
+		if end := s.ServerWALEnd(); end > r.safe {
+			st.LagBytes = int64(end - r.safe)
+		}
+	}
+	for i := r.head; i < len(r.q); i++ {
+		if e := r.q[i]; e.commit == nil && !e.acked {
+			st.LagSeconds = time.Since(e.commitTime).Seconds()
+			break
+		}
+	}
+	r.m.lagBytes.Set(float64(st.LagBytes))
+	r.m.lagSeconds.Set(st.LagSeconds)
+	r.status.Store(st)
+}
+
+// shutdown waits (bounded) for the in-flight window, then saves the
+// checkpoint; nothing new is sent.
+func (r *Replicator) shutdown() {
+	deadline := time.NewTimer(r.cfg.ShutdownTimeout)
+	defer deadline.Stop()
+	for r.wait < r.next {
+		f := r.q[r.wait].fut
+		select {
+		case ack := <-f.Ok():
+			r.resolved(ack, nil)
+		case err := <-f.Err():
+			r.resolved(nil, err)
+		case <-deadline.C:
+			r.log.Warn("shutdown: in-flight acks did not all arrive", "in_flight", r.next-r.wait)
+			r.next = r.wait
+		}
+		r.advance()
+	}
+	// A transaction end right behind the last acked event needs no
+	// publish: reach it so its LSN is saved.
+	for r.recovering == nil && r.wait == r.next && r.next < len(r.q) && r.q[r.next].commit != nil {
+		r.q[r.next].acked = true
+		r.next++
+		r.wait++
+	}
+	r.advance()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r.checkpoint(ctx)
+	r.updateStatus()
+	r.log.Info("replicator stopped", "safe_lsn", r.saved.String())
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

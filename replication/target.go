@@ -1,0 +1,84 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamName is the default target stream of a source region:
+// QX_EVENTS_<SOURCE>, upper case, '-' as '_'.
+func StreamName(source string) string {
+	return "QX_EVENTS_" + strings.ToUpper(strings.ReplaceAll(source, "-", "_"))
+}
+
+// StreamSubject is the subject filter of a source region's stream.
+func StreamSubject(source string) string { return "qx.events." + source + ".>" }
+
+// ErrStreamConflict means the target stream exists with a subject set
+// that does not capture this source's events.
+var ErrStreamConflict = errors.New("target stream conflicts with the replicator's subjects")
+
+// ensureStream creates the stream when absent (file storage, the given
+// duplicate window) and checks an existing one captures subject.
+func ensureStream(ctx context.Context, js jetstream.JetStream, name, subject string, dupWindow time.Duration) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:       name,
+			Subjects:   []string{subject},
+			Storage:    jetstream.FileStorage,
+			Duplicates: dupWindow,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("create stream %s on %s: %w", name, subject, err)
+		}
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", name, err)
+	}
+	if subs := s.CachedInfo().Config.Subjects; !slices.Contains(subs, subject) {
+		return nil, fmt.Errorf("%w: stream %s has subjects %v, want %s (it is not changed; fix it or configure another stream name)",
+			ErrStreamConflict, name, subs, subject)
+	}
+	return s, nil
+}
+
+// tail is the newest event the target stream holds.
+type tail struct {
+	id  string   // its Nats-Msg-Id; "" when the stream is empty
+	pos Position // its Qx-Source-LSN
+}
+
+// readTail reads the stream's last message. Every message in the stream
+// was written by this replicator in source order, so its position says
+// which events the target has, also beyond the duplicate window.
+func readTail(ctx context.Context, s jetstream.Stream) (tail, error) {
+	info, err := s.Info(ctx)
+	if err != nil {
+		return tail{}, fmt.Errorf("read stream info: %w", err)
+	}
+	if info.State.LastSeq == 0 || info.State.Msgs == 0 {
+		return tail{}, nil
+	}
+	m, err := s.GetMsg(ctx, info.State.LastSeq)
+	if err != nil {
+		return tail{}, fmt.Errorf("read last message %d: %w", info.State.LastSeq, err)
+	}
+	t := tail{id: m.Header.Get(HeaderMsgID)}
+	ps := m.Header.Get(HeaderSourceLSN)
+	if ps == "" || t.id == "" {
+		return tail{}, fmt.Errorf("last message %d of stream %s has no %s/%s header: the stream is written by something else",
+			info.State.LastSeq, info.Config.Name, HeaderSourceLSN, HeaderMsgID)
+	}
+	if t.pos, err = ParsePosition(ps); err != nil {
+		return tail{}, fmt.Errorf("last message %d: %w", info.State.LastSeq, err)
+	}
+	return t, nil
+}
