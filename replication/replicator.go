@@ -209,9 +209,9 @@ func New(cfg Config, src Source, nc *nats.Conn, store CheckpointStore, dl DeadLe
 	}
 	r := &Replicator{
 		cfg: cfg, src: src, nc: nc, js: js, store: store, dl: dl,
-		log: cfg.Logger.With("source", cfg.SourceRegion, "target", cfg.TargetRegion, "stream", cfg.Stream),
-		b:   newBuilder(cfg.SourceRegion, tpl, cfg.Mapping),
-		m: newMetrics(cfg.Registerer, prometheus.Labels{"source": cfg.SourceRegion, "target": cfg.TargetRegion}),
+		log:     cfg.Logger.With("source", cfg.SourceRegion, "target", cfg.TargetRegion, "stream", cfg.Stream),
+		b:       newBuilder(cfg.SourceRegion, tpl, cfg.Mapping),
+		m:       newMetrics(cfg.Registerer, prometheus.Labels{"source": cfg.SourceRegion, "target": cfg.TargetRegion}),
 		backoff: cfg.MinBackoff,
 	}
 	r.status.Store(&Status{})
