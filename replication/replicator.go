@@ -313,7 +313,11 @@ func (r *Replicator) connectTarget(ctx context.Context) error {
 			if t, err = readTail(ctx, s); err == nil {
 				r.stream = s
 				r.ackedID, r.ackedPos, r.lastSentID = t.id, t.pos, t.id
-				r.log.Info("target stream ready", "last_position", t.pos.String())
+				last := "none (empty stream)"
+				if t.id != "" {
+					last = t.pos.String()
+				}
+				r.log.Info("target stream ready", "last_position", last)
 				return nil
 			}
 		}
@@ -557,16 +561,22 @@ func (r *Replicator) pop(e *entry) {
 // checkpoint saves the safe LSN: never ahead of the target's acks, at most
 // once per CheckpointInterval.
 func (r *Replicator) checkpoint(ctx context.Context) {
-	if r.safe <= r.saved {
+	pos := r.safe
+	// While nothing is pending the source confirms its idle position,
+	// which is past every stored event; keep the checkpoint beside it.
+	if s, ok := r.src.(interface{ Confirmed() cdc.LSN }); ok && s.Confirmed() > pos {
+		pos = s.Confirmed()
+	}
+	if pos <= r.saved {
 		return
 	}
-	if err := r.store.Save(ctx, r.safe); err != nil {
+	if err := r.store.Save(ctx, pos); err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("checkpoint not saved", "err", err)
 		}
 		return
 	}
-	r.saved = r.safe
+	r.saved = pos
 	r.m.safeLSN.Set(float64(r.saved))
 }
 
