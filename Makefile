@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/qx-regions
 
-.PHONY: build test lint bench clean
+.PHONY: build test lint demo clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/qx-regions
@@ -18,6 +18,20 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# The main job on defaults, no Docker: two local regions, replication both
+# ways, sample events, verification.
+demo: build
+	$(BIN) demo
+
+# The local stack of compose.yaml: two regions and a replicator each way
+# (needs Docker with the compose plugin). down also removes the volumes.
+.PHONY: up down
+up:
+	VERSION=$(VERSION) docker compose up -d --build
+
+down:
+	docker compose down -v
 
 clean:
 	rm -rf bin
