@@ -89,6 +89,21 @@ var tplFields = map[string]cdc.Field{
 	"aggregate_id": cdc.FieldAggregateID, "event_type": cdc.FieldEventType,
 }
 
+// ValidateSubjectTemplate checks a subject template for a source region:
+// known fields, valid literals, and a start of qx.events.{source}. so every
+// subject falls in the stream's qx.events.<source>.>.
+func ValidateSubjectTemplate(tpl string) error {
+	t, err := parseSubjectTemplate(tpl)
+	if err != nil {
+		return err
+	}
+	if len(t.parts) < 3 || t.parts[0].lit != "qx.events." || !t.parts[1].src ||
+		len(t.parts[2].lit) == 0 || t.parts[2].lit[0] != '.' {
+		return fmt.Errorf("subject template %q must start with qx.events.{source}.", tpl)
+	}
+	return nil
+}
+
 func parseSubjectTemplate(s string) (subjectTemplate, error) {
 	var t subjectTemplate
 	rest := s

@@ -189,15 +189,10 @@ func New(cfg Config, src Source, nc *nats.Conn, store CheckpointStore, dl DeadLe
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	tpl, err := parseSubjectTemplate(cfg.SubjectTemplate)
-	if err != nil {
+	if err := ValidateSubjectTemplate(cfg.SubjectTemplate); err != nil {
 		return nil, fmt.Errorf("replication: Config.SubjectTemplate: %w", err)
 	}
-	prefix := "qx.events." + cfg.SourceRegion + "."
-	if len(tpl.parts) < 2 || !tpl.parts[1].src || tpl.parts[0].lit != "qx.events." ||
-		len(tpl.parts) < 3 || len(tpl.parts[2].lit) == 0 || tpl.parts[2].lit[0] != '.' {
-		return nil, fmt.Errorf("replication: Config.SubjectTemplate %q must start with qx.events.{source}. (%s...)", cfg.SubjectTemplate, prefix)
-	}
+	tpl, _ := parseSubjectTemplate(cfg.SubjectTemplate)
 	if src == nil || nc == nil || store == nil || dl == nil {
 		return nil, errors.New("replication: New needs a source, a NATS connection, a checkpoint store and a dead-letter writer")
 	}

@@ -136,6 +136,8 @@ func TestBinary_BadConfig(t *testing.T) {
 		{"flag overrides env", nil, []string{"--replication-max-in-flight", "-3"}, "--replication-max-in-flight"},
 		{"same region", []string{"QX_REPLICATION__TARGET_REGION=us-east-1"}, nil, "QX_REPLICATION__TARGET_REGION"},
 		{"bad log level", []string{"QX_LOG__LEVEL=loud"}, nil, "QX_LOG__LEVEL"},
+		{"bad admin addr", []string{"QX_ADMIN__ADDR=9180"}, nil, "QX_ADMIN__ADDR"},
+		{"bad subject template", []string{"QX_REPLICATION__SUBJECT_TEMPLATE=orders.{event_type}"}, nil, "QX_REPLICATION__SUBJECT_TEMPLATE"},
 		{"nats password without user", []string{"QX_NATS__PASSWORD=" + secret}, nil, "QX_NATS__PASSWORD"},
 		{"unknown flag", nil, []string{"--no-such-flag"}, "no-such-flag"},
 	} {

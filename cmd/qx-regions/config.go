@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -68,7 +69,7 @@ func addPairSettings(s *settings, withNATS bool) *pairSettings {
 			"on SIGTERM, how long to wait for in-flight acks before saving the checkpoint and exiting"),
 		statusInterval: s.add("QX_REPLICATION__STATUS_INTERVAL", "1s", "how often standby status is sent to Postgres (at most 10s)"),
 		readyMaxLag:    s.add("QX_REPLICATION__READY_MAX_LAG", "60s", "/readyz fails while the oldest unacked event is older than this"),
-		adminAddr:      s.add("QX_ADMIN__ADDR", "127.0.0.1:9180", "admin HTTP server (/healthz, /readyz, /metrics); empty disables it"),
+		adminAddr:      s.add("QX_ADMIN__ADDR", "127.0.0.1:9180", "admin HTTP server (/healthz, /readyz, /metrics), host:port; off disables it"),
 		logFormat:      s.add("QX_LOG__FORMAT", "auto", "log format: auto (text on a terminal, JSON otherwise), text or json"),
 		logLevel:       s.add("QX_LOG__LEVEL", "info", "log level: debug, info, warn or error"),
 	}
@@ -128,6 +129,9 @@ func (p *pairSettings) load() (*pairConfig, error) {
 		return nil, usageErrorf("%s: %q is not a valid stream name", p.stream.name(), c.stream)
 	}
 	c.subject = p.subject.value
+	if err := replication.ValidateSubjectTemplate(c.subject); err != nil {
+		return nil, usageErrorf("%s: %v", p.subject.name(), err)
+	}
 	if c.dupWindow, err = p.dupWindow.duration(); err != nil {
 		return nil, err
 	}
@@ -149,7 +153,14 @@ func (p *pairSettings) load() (*pairConfig, error) {
 	if c.readyMaxLag, err = p.readyMaxLag.duration(); err != nil {
 		return nil, err
 	}
-	c.adminAddr = p.adminAddr.value
+	switch c.adminAddr = strings.TrimSpace(p.adminAddr.value); c.adminAddr {
+	case "off", "":
+		c.adminAddr = ""
+	default:
+		if _, port, err := net.SplitHostPort(c.adminAddr); err != nil || port == "" {
+			return nil, usageErrorf("%s: %q is not host:port (or off)", p.adminAddr.name(), p.adminAddr.value)
+		}
+	}
 	if c.logFormat, err = p.logFormat.oneOf("auto", "text", "json"); err != nil {
 		return nil, err
 	}
