@@ -24,6 +24,19 @@ lint:
 demo: build
 	$(BIN) demo
 
+# Benchmarks against real Postgres and NATS servers (issue 4's performance
+# goals), then one table of every figure (median and range over the runs),
+# ending with the catch-up line. Compared figures are measured in the same
+# run, so run nothing else meanwhile. BENCH_COUNT=1 for a quicker look.
+.PHONY: bench
+bench:
+	@out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
+	{ $(GO) test -run '^$$' -bench 'Stream_Backlog$$' -benchtime 1x -count $(or $(BENCH_COUNT),3) -timeout 10m ./cdc; \
+	  $(GO) test -run '^$$' -bench 'Replicator_' -benchtime 1x -count $(or $(BENCH_COUNT),3) -timeout 20m ./replication; \
+	  $(GO) test -p 1 -run '^$$' -bench . -benchtime 200ms -timeout 5m ./resolver ./router; \
+	} 2>&1 | tee "$$out"; \
+	$(GO) run ./internal/benchtable < "$$out"
+
 # The local stack of compose.yaml: two regions and a replicator each way
 # (needs Docker with the compose plugin). down also removes the volumes.
 .PHONY: up down
