@@ -328,12 +328,16 @@ func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, database st
 // receive reads the replication stream until the connection fails or ctx
 // ends, sending standby status every StatusInterval and whenever asked.
 func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn) error {
-	// One deadline context per status interval, not per message: setting
-	// one up costs more than decoding a row.
+	// Receives use the socket's read deadline, not a context: watching a
+	// context costs more per message than decoding a row. A cancelled ctx
+	// wakes the read by moving the deadline to the past; a timeout leaves
+	// the connection usable (pgconn keeps a partly read message).
+	netConn := conn.Conn()
 	nextStatus := time.Now().Add(s.cfg.StatusInterval)
-	var rctx deadlineCtx
-	rctx.reset(ctx, nextStatus)
-	defer rctx.stop()
+	var deadline time.Time
+	stopWatch := context.AfterFunc(ctx, func() { netConn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
+	defer netConn.SetReadDeadline(time.Time{})
 	for {
 		if !time.Now().Before(nextStatus) {
 			if err := s.sendStatus(conn, false); err != nil {
@@ -347,10 +351,11 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn) error {
 				return err
 			}
 		}
-		if rctx.deadline != nextStatus {
-			rctx.reset(ctx, nextStatus)
+		if deadline != nextStatus && ctx.Err() == nil {
+			deadline = nextStatus
+			netConn.SetReadDeadline(deadline)
 		}
-		msg, err := conn.ReceiveMessage(rctx.ctx)
+		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -631,22 +636,4 @@ func (s *Stream) decodeInsert(d []byte) (*Event, error) {
 		ev.Values[FieldPayload] = raw
 	}
 	return ev, nil
-}
-
-type deadlineCtx struct {
-	ctx      context.Context
-	cancel   context.CancelFunc
-	deadline time.Time
-}
-
-func (d *deadlineCtx) reset(parent context.Context, t time.Time) {
-	d.stop()
-	d.ctx, d.cancel = context.WithDeadline(parent, t)
-	d.deadline = t
-}
-
-func (d *deadlineCtx) stop() {
-	if d.cancel != nil {
-		d.cancel()
-	}
 }
