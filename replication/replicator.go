@@ -163,6 +163,7 @@ type Replicator struct {
 	recovering   error
 	reconcile    bool
 	lastSentID   string
+	queuedID     string // newest event queued (at start, the target's tail): the next one's predecessor
 	ackedID      string
 	ackedPos     Position
 	safe, saved  cdc.LSN
@@ -307,7 +308,7 @@ func (r *Replicator) connectTarget(ctx context.Context) error {
 			var t tail
 			if t, err = readTail(ctx, s); err == nil {
 				r.stream = s
-				r.ackedID, r.ackedPos, r.lastSentID = t.id, t.pos, t.id
+				r.ackedID, r.ackedPos, r.lastSentID, r.queuedID = t.id, t.pos, t.id, t.id
 				last := "none (empty stream)"
 				if t.id != "" {
 					last = t.pos.String()
@@ -347,8 +348,13 @@ func (r *Replicator) enqueue(ctx context.Context, batch []cdc.Message) error {
 				r.m.skipped.Inc()
 				continue
 			}
-			if err == nil && msgSize(msg) > int(r.nc.MaxPayload()) {
-				err = fmt.Errorf("%w: %d bytes, max_payload is %d", ErrTooLarge, msgSize(msg), r.nc.MaxPayload())
+			if err == nil {
+				// Sent, the message also names its predecessor (sendMore):
+				// nats.go would refuse it on every resend if that took it
+				// over max_payload.
+				if size := msgSize(msg) + chainSize(r.queuedID); size > int(r.nc.MaxPayload()) {
+					err = fmt.Errorf("%w: %d bytes, max_payload is %d", ErrTooLarge, size, r.nc.MaxPayload())
+				}
 			}
 			if err != nil {
 				if err := r.deadLetter(ctx, m, err); err != nil {
@@ -357,9 +363,19 @@ func (r *Replicator) enqueue(ctx context.Context, batch []cdc.Message) error {
 				continue
 			}
 			r.q = append(r.q, &entry{pos: pos, msg: msg, id: id, commitTime: m.CommitTime})
+			r.queuedID = id
 		}
 	}
 	return nil
+}
+
+// chainSize is what naming prev in Nats-Expected-Last-Msg-Id adds to a
+// message's size (nothing for the first message of an empty stream).
+func chainSize(prev string) int {
+	if prev == "" {
+		return 0
+	}
+	return len(HeaderExpectedLastID) + len(": \r\n") + len(prev)
 }
 
 // deadLetter records a row the target will never accept, retrying while
