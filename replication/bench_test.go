@@ -16,9 +16,13 @@ package replication
 //	go test -run '^$' -bench 'Replicator_' -benchtime 1x -count 3 ./replication
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -696,4 +700,85 @@ func steadyRun(b *testing.B, natsURL string, js jetstream.JetStream) steadyResul
 		b.Fatalf("consumer received %d events, want %d", received, written)
 	}
 	return steadyResult{total: slices.Clone(res.total), source: slices.Clone(res.source), written: written, writing: writing}
+}
+
+// BenchmarkBuilder_Build turns one outbox event shaped like the backlog's
+// into its NATS message: the replicator's own CPU per event, apart from
+// decoding and publishing.
+func BenchmarkBuilder_Build(b *testing.B) {
+	tpl, err := parseSubjectTemplate(DefaultSubjectTemplate)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := cdc.DefaultMapping()
+	bld := newBuilder(source, tpl, &m)
+	ev := &cdc.Event{CommitLSN: 0x2A3B4C5D, Index: 417}
+	ev.Values[cdc.FieldEventID] = []byte("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+	ev.Values[cdc.FieldTenantID] = []byte("tenant-7")
+	ev.Values[cdc.FieldAggregateType] = []byte("order")
+	ev.Values[cdc.FieldAggregateID] = []byte("ord-12345")
+	ev.Values[cdc.FieldEventType] = []byte("order.created")
+	ev.Values[cdc.FieldPayload] = []byte(`{"note": "` + strings.Repeat("x", 120) + `", "items": [{"qty": 2, "sku": "sku-45"}], "status": "created", "currency": "EUR", "customer": "cust-627", "order_id": "ord-12345", "amount_cents": 86415}`)
+	ev.Values[cdc.FieldHeaders] = []byte(`{"traceparent": "` + benchTraceparent + `"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, _, err := bld.build(ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// The fast paths that BenchmarkBuilder_Build led to must give exactly what
+// the general code gives.
+
+// FuzzParseUserHeaders checks that whatever the flat-object fast path
+// accepts, encoding/json reads as the same string entries.
+func FuzzParseUserHeaders(f *testing.F) {
+	for _, s := range []string{`{}`, `{"traceparent": "` + benchTraceparent + `"}`, `{"a": "b", "c": "d"}`,
+		`{"a": "b", "a": "c"}`, `{"n": 5}`, `{"a":"b"}`, `{"a": "\u00e9"}`, `{"a": "b\"c"}`, `{"é": "x"}`,
+		`[1, 2]`, `null`, `{"a": "b"} {"c": "d"}`, `{"a": "b"}}`, `{"": "x"}`, `{"a": "b", }`, `{"a": "b",  "c": "d"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, h []byte) {
+		fast, ok := parseFlatHeaders(h)
+		if !ok {
+			return
+		}
+		var m map[string]any
+		if err := json.NewDecoder(bytes.NewReader(h)).Decode(&m); err != nil || m == nil {
+			t.Fatalf("fast path accepted %q, encoding/json refuses it: %v", h, err)
+		}
+		want := map[string]string{}
+		for k, v := range m {
+			s, ok := v.(string)
+			if !ok {
+				t.Fatalf("fast path accepted %q with a non-string entry %q", h, k)
+			}
+			want[k] = s
+		}
+		got := map[string]string{}
+		for _, u := range fast {
+			got[u.k] = u.v // a repeated key: the last one wins, as in a map and in the headers
+		}
+		if !maps.Equal(got, want) {
+			t.Fatalf("%q: fast path got %v, encoding/json %v", h, got, want)
+		}
+	})
+}
+
+// TestPosition_String checks the hand-written form against the one built
+// from cdc.LSN.String (it is part of message ids, so it must never change).
+func TestPosition_String(t *testing.T) {
+	lsns := []cdc.LSN{0, 1, 0xF, 0x10, 0xABCDEF, 1 << 32, 0x16B3748, 0x1_0000_0000_0, ^cdc.LSN(0)}
+	for i := 0; i < 1000; i++ {
+		lsns = append(lsns, cdc.LSN(rand.Uint64()>>rand.IntN(64)))
+	}
+	for _, lsn := range lsns {
+		for _, idx := range []int{0, 7, 1 << 30} {
+			p := Position{LSN: lsn, Index: idx}
+			if got, want := p.String(), lsn.String()+":"+strconv.Itoa(idx); got != want {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		}
+	}
 }

@@ -46,8 +46,30 @@ type Position struct {
 	Index int
 }
 
-// String is the Qx-Source-LSN form: "<commit-lsn>:<index>".
-func (p Position) String() string { return p.LSN.String() + ":" + strconv.Itoa(p.Index) }
+// String is the Qx-Source-LSN form: "<commit-lsn>:<index>", the LSN as
+// Postgres prints it (upper-case hex, as cdc.LSN.String). It is part of
+// message ids, so its form never changes.
+func (p Position) String() string {
+	var b [40]byte
+	buf := appendHexUpper(b[:0], uint32(p.LSN>>32))
+	buf = append(buf, '/')
+	buf = appendHexUpper(buf, uint32(p.LSN))
+	buf = append(buf, ':')
+	return string(strconv.AppendInt(buf, int64(p.Index), 10))
+}
+
+// appendHexUpper appends v in upper-case hex without leading zeros, like
+// fmt's %X (and without its cost: one String per published event).
+func appendHexUpper(b []byte, v uint32) []byte {
+	start := len(b)
+	b = strconv.AppendUint(b, uint64(v), 16)
+	for i := start; i < len(b); i++ {
+		if b[i] >= 'a' {
+			b[i] -= 'a' - 'A'
+		}
+	}
+	return b
+}
 
 // Less orders positions.
 func (p Position) Less(q Position) bool {
@@ -146,6 +168,7 @@ func parseSubjectTemplate(s string) (subjectTemplate, error) {
 // '_'); dots in every other value become '_'.
 func (t subjectTemplate) render(sb *strings.Builder, source string, ev *cdc.Event) string {
 	sb.Reset()
+	sb.Grow(64) // once, not growing step by step: a subject is rarely longer
 	for _, p := range t.parts {
 		switch {
 		case p.lit != "":
@@ -213,18 +236,15 @@ func (b *builder) build(ev *cdc.Event) (msg *nats.Msg, id string, skip bool, err
 			return nil, "", false, fmt.Errorf("%w: %s", ErrNullField, f)
 		}
 	}
-	var user map[string]any
-	if h := ev.Values[cdc.FieldHeaders]; len(h) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(h))
-		if err := dec.Decode(&user); err != nil || user == nil {
-			return nil, "", false, fmt.Errorf("%w: %s", ErrBadHeaders, errOr(err, "not an object"))
-		}
+	user, err := parseUserHeaders(ev.Values[cdc.FieldHeaders])
+	if err != nil {
+		return nil, "", false, err
 	}
 	origin := string(ev.Values[cdc.FieldOrigin])
 	if origin == "" {
-		for k, v := range user {
-			if s, ok := v.(string); ok && strings.EqualFold(k, originHeaderInPayload) {
-				origin = s
+		for _, u := range user {
+			if strings.EqualFold(u.k, originHeaderInPayload) {
+				origin = u.v
 			}
 		}
 	}
@@ -239,20 +259,23 @@ func (b *builder) build(ev *cdc.Event) (msg *nats.Msg, id string, skip bool, err
 		id = b.source + ":" + pos.String()
 	}
 	h := make(nats.Header, 10+len(user))
-	set := func(k, v string) { h[k] = []string{v} }
-	for k, v := range user {
-		s, ok := v.(string)
-		if !ok {
-			continue // only string entries become headers
+	// One backing array for every header's value slice, not one each;
+	// capped so that appending to one cannot overwrite the next.
+	vals := make([]string, 0, len(user)+8)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		n := len(vals)
+		h[k] = vals[n-1 : n : n]
+	}
+	for _, u := range user {
+		if !validHeaderName(u.k) || strings.ContainsAny(u.v, "\r\n") {
+			return nil, "", false, fmt.Errorf("%w: header %q", ErrBadHeaders, u.k)
 		}
-		if !validHeaderName(k) || strings.ContainsAny(s, "\r\n") {
-			return nil, "", false, fmt.Errorf("%w: header %q", ErrBadHeaders, k)
-		}
-		lk := strings.ToLower(k)
+		lk := strings.ToLower(u.k)
 		if strings.HasPrefix(lk, "qx-") || strings.HasPrefix(lk, "nats-") {
 			continue // reserved: may not override ours
 		}
-		set(k, s)
+		set(u.k, u.v)
 	}
 	set(HeaderMsgID, id)
 	set(HeaderSourceRegion, b.source)
@@ -270,6 +293,86 @@ func (b *builder) build(ev *cdc.Event) (msg *nats.Msg, id string, skip bool, err
 	}
 	msg = &nats.Msg{Subject: b.tpl.render(&b.sb, b.source, ev), Header: h, Data: ev.Values[cdc.FieldPayload]}
 	return msg, id, false, nil
+}
+
+// userHeader is one string entry of a row's headers object.
+type userHeader struct{ k, v string }
+
+// parseUserHeaders returns the string entries of a row's headers jsonb
+// (entries of other types are not headers). Postgres prints jsonb in one
+// canonical form, so the usual object of plain ASCII strings is read
+// directly; anything else (escapes, non-ASCII, other types, other spacing)
+// goes through encoding/json, which gives the same entries.
+func parseUserHeaders(h []byte) ([]userHeader, error) {
+	if len(h) == 0 {
+		return nil, nil
+	}
+	if user, ok := parseFlatHeaders(h); ok {
+		return user, nil
+	}
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(h))
+	if err := dec.Decode(&m); err != nil || m == nil {
+		return nil, fmt.Errorf("%w: %s", ErrBadHeaders, errOr(err, "not an object"))
+	}
+	user := make([]userHeader, 0, len(m))
+	for k, v := range m {
+		if s, ok := v.(string); ok {
+			user = append(user, userHeader{k, s})
+		}
+	}
+	return user, nil
+}
+
+// parseFlatHeaders reads `{}` and `{"k": "v", "k": "v"}` exactly as
+// Postgres prints a jsonb object of strings, when every key and value is
+// printable ASCII without '"' or '\'; ok is false for anything else.
+func parseFlatHeaders(h []byte) ([]userHeader, bool) {
+	if len(h) < 2 || h[0] != '{' || h[len(h)-1] != '}' {
+		return nil, false
+	}
+	if len(h) == 2 {
+		return nil, true
+	}
+	all := string(h) // keys and values are cut from this one allocation
+	var user []userHeader
+	i := 1
+	for {
+		k, next, ok := plainJSONString(all, i)
+		if !ok || !strings.HasPrefix(all[next:], ": ") {
+			return nil, false
+		}
+		v, next, ok := plainJSONString(all, next+2)
+		if !ok {
+			return nil, false
+		}
+		user = append(user, userHeader{k, v})
+		switch {
+		case next == len(all)-1:
+			return user, true
+		case strings.HasPrefix(all[next:], ", "):
+			i = next + 2
+		default:
+			return nil, false
+		}
+	}
+}
+
+// plainJSONString reads the JSON string starting at s[i] when it holds only
+// printable ASCII and no escapes: its content and the index after it.
+func plainJSONString(s string, i int) (v string, next int, ok bool) {
+	if i >= len(s) || s[i] != '"' {
+		return "", 0, false
+	}
+	for j := i + 1; j < len(s); j++ {
+		switch c := s[j]; {
+		case c == '"':
+			return s[i+1 : j], j + 1, true
+		case c == '\\' || c < 0x20 || c >= 0x7f:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
 }
 
 func errOr(err error, s string) string {
