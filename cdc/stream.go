@@ -299,9 +299,43 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 	err = s.receive(ctx, conn)
 	if ctx.Err() != nil {
 		// The last word: the consumer's final safe position.
-		s.sendStatus(conn, false)
+		if s.sendStatus(conn, false) == nil {
+			endCopy(conn)
+		}
 	}
 	return true, err
+}
+
+// endCopy ends the replication COPY and reads what the server still sends
+// until it is back to idle, for at most 2 seconds. The walsender handles
+// our messages in order, so then it has applied the final status. Closing
+// at once instead, with the server's data unread, resets the connection,
+// and a walsender blocked sending to us dies on the reset without reading
+// that status: the slot stays at the previous one.
+func endCopy(conn *pgconn.PgConn) {
+	conn.Frontend().Send(&pgproto3.CopyDone{})
+	if err := conn.Frontend().Flush(); err != nil {
+		return
+	}
+	netConn := conn.Conn()
+	defer netConn.SetReadDeadline(time.Time{})
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		// Set on every round: the cancelled receive's wake-up may move
+		// the deadline to the past once more, late.
+		netConn.SetReadDeadline(deadline)
+		msg, err := conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return
+		}
+		switch msg.(type) {
+		case *pgproto3.ReadyForQuery, *pgproto3.ErrorResponse:
+			return
+		}
+	}
 }
 
 func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, database string) error {
