@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
@@ -126,6 +127,10 @@ type Stream struct {
 	delivLSN   LSN
 	delivIndex int
 	idleLSN    LSN // server WAL end seen while no transaction was open
+	// Reply-requested keepalives at one position (see notePing).
+	pingLSN   LSN
+	pingSince time.Time
+	pings     int
 }
 
 type relation struct {
@@ -264,6 +269,7 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 	pcfg.RuntimeParams["application_name"] = s.cfg.Slot
 	pcfg.RuntimeParams["DateStyle"] = "ISO"
 	pcfg.RuntimeParams["TimeZone"] = "UTC"
+	pcfg.RuntimeParams["bytea_output"] = "hex"
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	conn, err := pgconn.ConnectConfig(cctx, pcfg)
 	cancel()
@@ -295,7 +301,7 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 	s.rels = map[uint32]*relation{}
 	s.inTxn = false
 	s.lastEnd = max(s.lastEnd, start)
-	s.idleLSN = 0
+	s.idleLSN, s.pingLSN, s.pings = 0, 0, 0
 	err = s.receive(ctx, conn)
 	if ctx.Err() != nil {
 		// The last word: the consumer's final safe position.
@@ -388,6 +394,9 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn) error {
 		if deadline != nextStatus && ctx.Err() == nil {
 			deadline = nextStatus
 			netConn.SetReadDeadline(deadline)
+			if ctx.Err() != nil { // cancelled in between: wake at once
+				netConn.SetReadDeadline(time.Unix(1, 0))
+			}
 		}
 		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
@@ -427,7 +436,10 @@ func (s *Stream) handleCopyData(ctx context.Context, conn *pgconn.PgConn, data [
 			s.idleLSN = pkm.ServerWALEnd
 		}
 		if pkm.ReplyRequested {
-			return s.sendStatus(conn, false)
+			if err := s.sendStatus(conn, false); err != nil {
+				return err
+			}
+			return s.notePing(pkm.ServerWALEnd)
 		}
 	case pglogrepl.XLogDataByteID:
 		if len(data) < 25 {
@@ -491,7 +503,7 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, d []byte, n
 			return nil // a replay
 		}
 		s.lastCommit, s.lastEnd = m.CommitLSN, m.TransactionEndLSN
-		s.delivLSN, s.delivIndex = m.CommitLSN, 1<<62
+		s.delivLSN, s.delivIndex = m.CommitLSN, math.MaxInt
 		return s.deliver(ctx, conn, &Commit{CommitLSN: m.CommitLSN, EndLSN: m.TransactionEndLSN,
 			CommitTime: m.CommitTime, Events: s.txnIndex}, nextStatus)
 	}
@@ -512,10 +524,12 @@ func (s *Stream) deliver(ctx context.Context, conn *pgconn.PgConn, m Message, ne
 // wal_sender_timeout satisfied with status updates while the consumer is
 // slow.
 func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn, nextStatus *time.Time) error {
-	m := s.batch
-	s.batch = make([]Message, 0, maxBatch)
+	// s.batch is emptied only once handed over: on an error it stays, and
+	// Run hands it over before reconnecting (its positions count as
+	// delivered, so the replay skips them).
 	select {
-	case s.out <- m:
+	case s.out <- s.batch:
+		s.batch = make([]Message, 0, maxBatch)
 		return nil
 	default:
 	}
@@ -530,8 +544,9 @@ func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn, nextStatus *tim
 		}
 		t := time.NewTimer(wait)
 		select {
-		case s.out <- m:
+		case s.out <- s.batch:
 			t.Stop()
+			s.batch = make([]Message, 0, maxBatch)
 			return nil
 		case <-ctx.Done():
 			t.Stop()
@@ -539,6 +554,26 @@ func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn, nextStatus *tim
 		case <-t.C:
 		}
 	}
+}
+
+// errServerWaiting: see notePing.
+var errServerWaiting = errors.New("server is shutting down and waits for events that are not yet stored by the target; disconnecting so it can stop")
+
+// notePing watches reply-requested keepalives. A shutting-down walsender
+// asks for a reply again and again at the same position until we confirm
+// everything it sent; while the target has not stored those events we
+// cannot, and the server's fast shutdown would wait for as long as the
+// target is away. Leaving lets it stop; the replay after reconnecting
+// skips what was delivered.
+func (s *Stream) notePing(end LSN) error {
+	if end != s.pingLSN {
+		s.pingLSN, s.pingSince, s.pings = end, time.Now(), 0
+	}
+	s.pings++
+	if s.pings >= 3 && time.Since(s.pingSince) > 3*time.Second && s.flushPosition() < end {
+		return errServerWaiting
+	}
+	return nil
 }
 
 // flushPosition is the one place that decides what Postgres may forget:
