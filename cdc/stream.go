@@ -706,3 +706,21 @@ func (s *Stream) decodeInsert(d []byte) (*Event, error) {
 	}
 	return ev, nil
 }
+
+// CurrentWAL returns the source server's current WAL write position
+// (pg_current_wal_lsn), over a short-lived ordinary connection.
+func (s *Stream) CurrentWAL(ctx context.Context) (LSN, error) {
+	conn, err := pgconn.Connect(ctx, s.cfg.DSN)
+	if err != nil {
+		return 0, fmt.Errorf("connect source: %w", err)
+	}
+	defer conn.Close(context.Background())
+	res, err := conn.Exec(ctx, "SELECT pg_current_wal_lsn()::text").ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("read current WAL position: %w", err)
+	}
+	if len(res) == 0 || len(res[0].Rows) == 0 {
+		return 0, errors.New("read current WAL position: no row")
+	}
+	return ParseLSN(string(res[0].Rows[0][0]))
+}

@@ -16,6 +16,7 @@ import (
 const (
 	HeaderMsgID           = "Nats-Msg-Id"
 	HeaderExpectedLastID  = "Nats-Expected-Last-Msg-Id"
+	HeaderExpectedLastSeq = "Nats-Expected-Last-Sequence"
 	HeaderSourceRegion    = "Qx-Source-Region"
 	HeaderSourceLSN       = "Qx-Source-LSN"
 	HeaderEventID         = "Qx-Event-Id"
@@ -36,6 +37,8 @@ var (
 	ErrBadHeaders       = errors.New("headers are not a JSON object of valid headers")
 	ErrTooLarge         = errors.New("message exceeds the target's max_payload")
 	ErrBadPayloadFormat = errors.New("payload cannot be decoded")
+	ErrSubjectTooLong   = errors.New("subject is too long for NATS")
+	ErrReusedEventID    = errors.New("event_id was already used by another event in the stream")
 )
 
 // Position is an event's place in the source: the commit LSN of its

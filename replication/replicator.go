@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -48,13 +49,29 @@ type DeadLetterWriter interface {
 	Write(ctx context.Context, d DeadLetter) error
 }
 
-// ErrTargetLost means the target stream no longer holds events it had
-// acknowledged (it was purged or recreated); replicating on would leave a gap.
-var ErrTargetLost = errors.New("target stream lost acknowledged events")
+var (
+	// ErrTargetLost means the target stream no longer holds events it had
+	// acknowledged (it was purged or recreated); replicating on would leave
+	// a gap.
+	ErrTargetLost = errors.New("target stream lost acknowledged events")
+	// ErrTargetAhead means the target stream holds an event from beyond the
+	// source's current WAL position: the source was restored or replaced
+	// (point-in-time recovery, a promoted standby that lacked the last
+	// transactions). Positions would collide; the target must be checked
+	// and the stream reset by an operator.
+	ErrTargetAhead = errors.New("target stream is ahead of the source database")
+)
 
-// errCodeWrongLastMsgID is the JetStream error for a failed
-// Nats-Expected-Last-Msg-Id check.
-const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
+// JetStream errors for failed Nats-Expected-Last-Msg-Id and
+// Nats-Expected-Last-Sequence checks.
+const (
+	errCodeWrongLastMsgID jetstream.ErrorCode = 10070
+	errCodeWrongLastSeq   jetstream.ErrorCode = 10071
+)
+
+// maxSubjectLen keeps a publish's control line (subject, reply inbox and
+// sizes) under the server's default max_control_line of 4096 bytes.
+const maxSubjectLen = 3800
 
 // Config configures a Replicator. Zero values take the defaults shown.
 type Config struct {
@@ -138,9 +155,13 @@ type entry struct {
 	msg        *nats.Msg
 	id         string
 	commitTime time.Time
+	ev         *cdc.Event
 	fut        jetstream.PubAckFuture
 	sent       time.Time
 	acked      bool
+	// reusedSeq is set when the ack was a duplicate of an older, other
+	// message with the same id (a reused event_id): a dead letter.
+	reusedSeq uint64
 }
 
 // Replicator forwards a source's events to a JetStream stream.
@@ -166,6 +187,7 @@ type Replicator struct {
 	queuedID     string // newest event queued (at start, the target's tail): the next one's predecessor
 	ackedID      string
 	ackedPos     Position
+	ackedSeq     uint64 // stream sequence of the newest stored message we know of
 	safe, saved  cdc.LSN
 	backoff      time.Duration
 	failingSince time.Time
@@ -243,14 +265,17 @@ func (r *Replicator) Run(ctx context.Context) error {
 	defer tick.Stop()
 	in := r.src.Messages()
 	for {
-		r.advance()
+		r.advance(ctx)
 		if r.recovering == nil {
 			r.sendMore()
 		}
 		if r.recovering != nil && r.wait == r.next {
 			if err := r.recover(ctx); err != nil {
 				r.shutdown()
-				stopSource()
+				serr := stopSource()
+				if ctx.Err() != nil {
+					return serr // a shutdown while recovering
+				}
 				return err
 			}
 			continue
@@ -306,9 +331,15 @@ func (r *Replicator) connectTarget(ctx context.Context) error {
 		s, err := ensureStream(ctx, r.js, r.cfg.Stream, StreamSubject(r.cfg.SourceRegion), r.cfg.DuplicateWindow)
 		if err == nil {
 			var t tail
-			if t, err = readTail(ctx, s); err == nil {
+			if t, err = readTail(ctx, s, StreamSubject(r.cfg.SourceRegion)); err == nil {
+				err = r.checkSourceBehindTail(ctx, t)
+			}
+			if errors.Is(err, ErrTargetAhead) {
+				return err
+			}
+			if err == nil {
 				r.stream = s
-				r.ackedID, r.ackedPos, r.lastSentID, r.queuedID = t.id, t.pos, t.id, t.id
+				r.ackedID, r.ackedPos, r.lastSentID, r.queuedID, r.ackedSeq = t.id, t.pos, t.id, t.id, t.lastSeq
 				last := "none (empty stream)"
 				if t.id != "" {
 					last = t.pos.String()
@@ -329,6 +360,29 @@ func (r *Replicator) connectTarget(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, r.cfg.MaxBackoff)
 	}
+}
+
+// checkSourceBehindTail refuses a target stream that holds positions the
+// source has not even written yet: skipping "stored" events by position
+// would then drop new ones silently.
+func (r *Replicator) checkSourceBehindTail(ctx context.Context, t tail) error {
+	s, ok := r.src.(interface {
+		CurrentWAL(context.Context) (cdc.LSN, error)
+	})
+	if !ok || t.id == "" {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cur, err := s.CurrentWAL(cctx)
+	if err != nil {
+		return fmt.Errorf("read the source's WAL position: %w", err)
+	}
+	if t.pos.LSN > cur {
+		return fmt.Errorf("%w: stream %s ends at %s (message %s) but the source's WAL is at %s",
+			ErrTargetAhead, r.cfg.Stream, t.pos, t.id, cur)
+	}
+	return nil
 }
 
 // enqueue turns a batch into queue entries; rows that can never be
@@ -354,6 +408,10 @@ func (r *Replicator) enqueue(ctx context.Context, batch []cdc.Message) error {
 				// over max_payload.
 				if size := msgSize(msg) + chainSize(r.queuedID); size > int(r.nc.MaxPayload()) {
 					err = fmt.Errorf("%w: %d bytes, max_payload is %d", ErrTooLarge, size, r.nc.MaxPayload())
+				} else if len(msg.Subject) > maxSubjectLen {
+					// The server would close the connection on every
+					// resend ("maximum control line exceeded").
+					err = fmt.Errorf("%w: %d bytes, at most %d", ErrSubjectTooLong, len(msg.Subject), maxSubjectLen)
 				}
 			}
 			if err != nil {
@@ -362,7 +420,7 @@ func (r *Replicator) enqueue(ctx context.Context, batch []cdc.Message) error {
 				}
 				continue
 			}
-			r.q = append(r.q, &entry{pos: pos, msg: msg, id: id, commitTime: m.CommitTime})
+			r.q = append(r.q, &entry{pos: pos, msg: msg, id: id, commitTime: m.CommitTime, ev: m})
 			r.queuedID = id
 		}
 	}
@@ -370,10 +428,11 @@ func (r *Replicator) enqueue(ctx context.Context, batch []cdc.Message) error {
 }
 
 // chainSize is what naming prev in Nats-Expected-Last-Msg-Id adds to a
-// message's size (nothing for the first message of an empty stream).
+// message's size (for the first message of a stream without our messages:
+// Nats-Expected-Last-Sequence).
 func chainSize(prev string) int {
 	if prev == "" {
-		return 0
+		return len(HeaderExpectedLastSeq) + len(": \r\n") + 20
 	}
 	return len(HeaderExpectedLastID) + len(": \r\n") + len(prev)
 }
@@ -384,7 +443,9 @@ func (r *Replicator) deadLetter(ctx context.Context, ev *cdc.Event, reason error
 	d := DeadLetter{Position: positionOf(ev), Reason: reason.Error(), Row: rawRow(ev, r.cfg.Mapping)}
 	backoff := r.cfg.MinBackoff
 	for {
-		err := r.dl.Write(ctx, d)
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := r.dl.Write(wctx, d)
+		cancel()
 		if err == nil {
 			r.m.deadLetters.WithLabelValues(reasonLabel(reason)).Inc()
 			r.log.Warn("event dead-lettered", "position", d.Position.String(), "reason", d.Reason)
@@ -406,6 +467,10 @@ func reasonLabel(err error) string {
 		return "bad_headers"
 	case errors.Is(err, ErrTooLarge):
 		return "too_large"
+	case errors.Is(err, ErrSubjectTooLong):
+		return "subject_too_long"
+	case errors.Is(err, ErrReusedEventID):
+		return "reused_event_id"
 	}
 	return "other"
 }
@@ -424,8 +489,14 @@ func (r *Replicator) sendMore() {
 			continue
 		}
 		if r.lastSentID == "" {
+			// No message of ours in the stream: expect it as we saw it,
+			// so a first message stored without its ack is refused on
+			// resend instead of stored twice (also beyond the duplicate
+			// window; this check runs before deduplication).
 			delete(e.msg.Header, HeaderExpectedLastID)
+			e.msg.Header[HeaderExpectedLastSeq] = []string{strconv.FormatUint(r.ackedSeq, 10)}
 		} else {
+			delete(e.msg.Header, HeaderExpectedLastSeq)
 			e.msg.Header[HeaderExpectedLastID] = []string{r.lastSentID}
 		}
 		fut, err := r.js.PublishMsgAsync(e.msg, noRetries...)
@@ -450,6 +521,13 @@ func (r *Replicator) resolved(ack *jetstream.PubAck, err error) {
 	if err == nil && ack != nil {
 		e.acked = true
 		r.m.latency.Observe(time.Since(e.sent).Seconds())
+		if ack.Duplicate && ack.Sequence <= r.ackedSeq {
+			// Deduplicated against an older message that is not this
+			// event: its event_id was used before.
+			e.reusedSeq = ack.Sequence
+		} else {
+			r.ackedSeq = max(r.ackedSeq, ack.Sequence)
+		}
 	} else {
 		if err == nil {
 			err = errors.New("publish future resolved without an ack")
@@ -470,7 +548,7 @@ func (r *Replicator) resolved(ack *jetstream.PubAck, err error) {
 
 func isWrongLast(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWrongLastMsgID
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeWrongLastMsgID || apiErr.ErrorCode == errCodeWrongLastSeq)
 }
 
 // fail stops sending; once every in-flight publish has settled, recover
@@ -489,7 +567,7 @@ func (r *Replicator) recover(ctx context.Context) error {
 	if r.reconcile {
 		// The stream refused a message because its last message is not
 		// the one we named: read what it holds and skip that.
-		t, err := readTail(ctx, r.stream)
+		t, err := readTail(ctx, r.stream, StreamSubject(r.cfg.SourceRegion))
 		if err != nil {
 			r.log.Debug("read stream tail", "err", err)
 			return sleepCtx(ctx, jitter(r.backoff))
@@ -502,9 +580,14 @@ func (r *Replicator) recover(ctx context.Context) error {
 			if e.commit == nil && t.pos.Less(e.pos) {
 				break
 			}
-			r.pop(e)
+			if e.commit == nil && e.reusedSeq == 0 {
+				e.acked = true
+			}
+			if !r.pop(ctx, e) {
+				return ctx.Err()
+			}
 		}
-		r.ackedID, r.ackedPos = t.id, t.pos
+		r.ackedID, r.ackedPos, r.ackedSeq = t.id, t.pos, t.lastSeq
 		r.reconcile = false
 	}
 	if err := sleepCtx(ctx, jitter(r.backoff)); err != nil {
@@ -519,9 +602,11 @@ func (r *Replicator) recover(ctx context.Context) error {
 }
 
 // advance pops acknowledged entries from the head, in order.
-func (r *Replicator) advance() {
+func (r *Replicator) advance(ctx context.Context) {
 	for r.head < r.wait && r.q[r.head].acked {
-		r.pop(r.q[r.head])
+		if !r.pop(ctx, r.q[r.head]) {
+			break
+		}
 	}
 	if r.head == len(r.q) && r.head > 0 {
 		clear(r.q)
@@ -537,8 +622,22 @@ func (r *Replicator) advance() {
 }
 
 // pop removes the head entry, which the target holds: a transaction's end
-// reached this way makes its end LSN safe.
-func (r *Replicator) pop(e *entry) {
+// reached this way makes its end LSN safe. An event whose id turned out
+// to be reused is dead-lettered first; pop reports false when that could
+// not be written (ctx ended), leaving the entry in place.
+func (r *Replicator) pop(ctx context.Context, e *entry) bool {
+	if e.reusedSeq != 0 {
+		reason := fmt.Errorf("%w: %s is the message at stream sequence %d", ErrReusedEventID, e.id, e.reusedSeq)
+		if err := r.deadLetter(ctx, e.ev, reason); err != nil {
+			return false
+		}
+		e.reusedSeq = 0
+		e.commit, e.msg = nil, nil
+		r.q[r.head] = nil
+		r.head++
+		r.fixIndexes()
+		return true
+	}
 	if e.commit != nil {
 		if e.commit.EndLSN > r.safe {
 			r.safe = e.commit.EndLSN
@@ -561,6 +660,11 @@ func (r *Replicator) pop(e *entry) {
 	}
 	r.q[r.head] = nil
 	r.head++
+	r.fixIndexes()
+	return true
+}
+
+func (r *Replicator) fixIndexes() {
 	if r.wait < r.head {
 		r.wait = r.head
 	}
@@ -581,7 +685,9 @@ func (r *Replicator) checkpoint(ctx context.Context) {
 	if pos <= r.saved {
 		return
 	}
-	if err := r.store.Save(ctx, pos); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := r.store.Save(sctx, pos); err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("checkpoint not saved", "err", err)
 		}
@@ -616,6 +722,10 @@ func (r *Replicator) updateStatus() {
 // shutdown waits (bounded) for the in-flight window, then saves the
 // checkpoint; nothing new is sent.
 func (r *Replicator) shutdown() {
+	// The run's context is done; dead letters and the checkpoint get a
+	// bounded one of their own.
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout+10*time.Second)
+	defer cancel()
 	deadline := time.NewTimer(r.cfg.ShutdownTimeout)
 	defer deadline.Stop()
 	for r.wait < r.next {
@@ -629,7 +739,7 @@ func (r *Replicator) shutdown() {
 			r.log.Warn("shutdown: in-flight acks did not all arrive", "in_flight", r.next-r.wait)
 			r.next = r.wait
 		}
-		r.advance()
+		r.advance(ctx)
 	}
 	// A transaction end right behind the last acked event needs no
 	// publish: reach it so its LSN is saved.
@@ -638,9 +748,7 @@ func (r *Replicator) shutdown() {
 		r.next++
 		r.wait++
 	}
-	r.advance()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	r.advance(ctx)
 	r.checkpoint(ctx)
 	r.updateStatus()
 	r.log.Info("replicator stopped", "safe_lsn", r.saved.String())

@@ -52,33 +52,40 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, name, subject str
 
 // tail is the newest event the target stream holds.
 type tail struct {
-	id  string   // its Nats-Msg-Id; "" when the stream is empty
-	pos Position // its Qx-Source-LSN
+	id      string   // its Nats-Msg-Id; "" when the stream holds none
+	pos     Position // its Qx-Source-LSN
+	seq     uint64   // its stream sequence
+	lastSeq uint64   // the stream's last sequence (also when its messages expired)
 }
 
-// readTail reads the stream's last message. Every message in the stream
-// was written by this replicator in source order, so its position says
-// which events the target has, also beyond the duplicate window.
-func readTail(ctx context.Context, s jetstream.Stream) (tail, error) {
+// readTail reads the stream's last message on subject. Every message in
+// the stream was written by this replicator in source order, so its
+// position says which events the target has, also beyond the duplicate
+// window.
+func readTail(ctx context.Context, s jetstream.Stream, subject string) (tail, error) {
 	info, err := s.Info(ctx)
 	if err != nil {
 		return tail{}, fmt.Errorf("read stream info: %w", err)
 	}
-	if info.State.LastSeq == 0 || info.State.Msgs == 0 {
-		return tail{}, nil
+	t := tail{lastSeq: info.State.LastSeq}
+	if info.State.Msgs == 0 {
+		return t, nil
 	}
-	m, err := s.GetMsg(ctx, info.State.LastSeq)
+	m, err := s.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return t, nil
+	}
 	if err != nil {
-		return tail{}, fmt.Errorf("read last message %d: %w", info.State.LastSeq, err)
+		return tail{}, fmt.Errorf("read last message on %s: %w", subject, err)
 	}
-	t := tail{id: m.Header.Get(HeaderMsgID)}
+	t.id, t.seq = m.Header.Get(HeaderMsgID), m.Sequence
 	ps := m.Header.Get(HeaderSourceLSN)
 	if ps == "" || t.id == "" {
 		return tail{}, fmt.Errorf("last message %d of stream %s has no %s/%s header: the stream is written by something else",
-			info.State.LastSeq, info.Config.Name, HeaderSourceLSN, HeaderMsgID)
+			m.Sequence, info.Config.Name, HeaderSourceLSN, HeaderMsgID)
 	}
 	if t.pos, err = ParsePosition(ps); err != nil {
-		return tail{}, fmt.Errorf("last message %d: %w", info.State.LastSeq, err)
+		return tail{}, fmt.Errorf("last message %d: %w", m.Sequence, err)
 	}
 	return t, nil
 }
