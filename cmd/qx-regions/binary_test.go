@@ -184,7 +184,7 @@ func startDaemon(tb testing.TB, env []string) *daemon {
 	d.cmd.Env = append(os.Environ(), env...)
 	pr, pw := io.Pipe()
 	d.cmd.Stderr = pw
-	if err := d.cmd.Start(); err != nil {
+	if err := testenv.StartProcess(d.cmd); err != nil {
 		tb.Fatal(err)
 	}
 	addr := make(chan string, 1)

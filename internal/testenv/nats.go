@@ -295,6 +295,10 @@ func buildNATSServer() (string, error) {
 	return bin, nil
 }
 
+// ModuleRoot finds the directory of go.mod above the working directory
+// (tests build binaries from it).
+func ModuleRoot() string { return moduleRoot() }
+
 // moduleRoot finds the directory of go.mod above the working directory, so
 // the nats-server build uses this module's pinned version.
 func moduleRoot() string {

@@ -45,3 +45,8 @@ func startChild(cmd *exec.Cmd, cred *syscall.Credential) error {
 func killGroup(p *os.Process, sig syscall.Signal) error {
 	return syscall.Kill(-p.Pid, sig)
 }
+
+// StartProcess starts cmd in its own process group, killed (SIGKILL) when
+// the test process dies, also when -timeout kills it. Tests that run the
+// qx-regions binary or a server as a subprocess start it with this.
+func StartProcess(cmd *exec.Cmd) error { return startChild(cmd, nil) }
