@@ -159,6 +159,7 @@ type entry struct {
 	fut        jetstream.PubAckFuture
 	sent       time.Time
 	acked      bool
+	seq        uint64 // stream sequence of its ack in the current attempt
 	// reusedSeq is set when the ack was a duplicate of an older, other
 	// message with the same id (a reused event_id): a dead letter.
 	reusedSeq uint64
@@ -187,7 +188,14 @@ type Replicator struct {
 	queuedID     string // newest event queued (at start, the target's tail): the next one's predecessor
 	ackedID      string
 	ackedPos     Position
-	ackedSeq     uint64 // stream sequence of the newest stored message we know of
+	// ackedSeq is the stream sequence of the newest message stored in
+	// queue order in the current attempt; a duplicate ack at or below it
+	// names another, older message (a reused event id). Each resend
+	// restarts it from headSeq, the sequence of the last popped event (or
+	// of the tail read): acks of later entries that came in after an
+	// earlier one failed must not count, as the earlier one may be stored
+	// before them.
+	ackedSeq, headSeq uint64
 	safe, saved  cdc.LSN
 	backoff      time.Duration
 	failingSince time.Time
@@ -339,7 +347,8 @@ func (r *Replicator) connectTarget(ctx context.Context) error {
 			}
 			if err == nil {
 				r.stream = s
-				r.ackedID, r.ackedPos, r.lastSentID, r.queuedID, r.ackedSeq = t.id, t.pos, t.id, t.id, t.lastSeq
+				r.ackedID, r.ackedPos, r.lastSentID, r.queuedID = t.id, t.pos, t.id, t.id
+				r.ackedSeq, r.headSeq = t.lastSeq, t.lastSeq
 				last := "none (empty stream)"
 				if t.id != "" {
 					last = t.pos.String()
@@ -504,7 +513,7 @@ func (r *Replicator) sendMore() {
 			r.fail(err)
 			return
 		}
-		e.fut, e.sent, e.acked = fut, time.Now(), false
+		e.fut, e.sent, e.acked, e.seq, e.reusedSeq = fut, time.Now(), false, 0, 0
 		r.lastSentID = e.id
 		r.next++
 	}
@@ -526,6 +535,7 @@ func (r *Replicator) resolved(ack *jetstream.PubAck, err error) {
 			// event: its event_id was used before.
 			e.reusedSeq = ack.Sequence
 		} else {
+			e.seq = ack.Sequence
 			r.ackedSeq = max(r.ackedSeq, ack.Sequence)
 		}
 	} else {
@@ -587,7 +597,7 @@ func (r *Replicator) recover(ctx context.Context) error {
 				return ctx.Err()
 			}
 		}
-		r.ackedID, r.ackedPos, r.ackedSeq = t.id, t.pos, t.lastSeq
+		r.ackedID, r.ackedPos, r.headSeq = t.id, t.pos, t.lastSeq
 		r.reconcile = false
 	}
 	if err := sleepCtx(ctx, jitter(r.backoff)); err != nil {
@@ -597,6 +607,7 @@ func (r *Replicator) recover(ctx context.Context) error {
 	// Resend everything not acknowledged, in order.
 	r.next, r.wait = r.head, r.head
 	r.lastSentID = r.ackedID
+	r.ackedSeq = r.headSeq
 	r.recovering = nil
 	return nil
 }
@@ -650,6 +661,7 @@ func (r *Replicator) pop(ctx context.Context, e *entry) bool {
 		}
 	} else {
 		r.ackedID, r.ackedPos = e.id, e.pos
+		r.headSeq = max(r.headSeq, e.seq)
 		r.m.forwarded.Inc()
 		r.m.bytes.Add(float64(len(e.msg.Data)))
 		if !r.failingSince.IsZero() && r.recovering == nil {
