@@ -48,3 +48,11 @@ down:
 
 clean:
 	rm -rf bin
+
+# The fault suite's long versions (integration/, QX_SOAK=1): crashes,
+# restarts, partitions, WAN latency and bad input over the real binary, about
+# 10 minutes; ends with one summary table. Run from the package directory so
+# the table prints on success too.
+.PHONY: soak
+soak:
+	cd integration && QX_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run '^TestFault_'

@@ -163,12 +163,16 @@ func (l *load) String() string {
 	return s
 }
 
+// backlogWriters is the first writer id of backlogs; live workers are
+// numbered from 0.
+const backlogWriters = 100
+
 // backlog writes txns transactions of n events each at once, as one
-// writer (id 100 and up, one sequence number per transaction).
+// writer (id backlogWriters and up, one sequence number per transaction).
 func (r *rig) backlog(txns, n int) {
 	r.tb.Helper()
+	w := backlogWriters + r.backlogs
 	r.backlogs++
-	w := 99 + r.backlogs
 	for s := 0; s < txns; s++ {
 		if _, err := r.pool.Exec(context.Background(), insertEvents,
 			fmt.Sprintf("tenant-%d", s%8), fmt.Sprintf("bulk-%d-%d", w, s), w, s, pad, "00-bulk-01", n); err != nil {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +40,7 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "qx-regions")
 	build := exec.Command("go", "build", "-o", binary, "./cmd/qx-regions")
-	build.Dir = moduleRoot()
+	build.Dir = testenv.ModuleRoot()
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "integration: go build ./cmd/qx-regions: %v\n%s", err, out)
 		return 1
@@ -62,21 +61,6 @@ func runMain(m *testing.M) int {
 	code := m.Run()
 	printSummary(os.Stdout)
 	return code
-}
-
-// moduleRoot is the directory of go.mod above the working directory.
-func moduleRoot() string {
-	d, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "."
-		}
-		d = parent
-	}
 }
 
 // scale picks the short or the soak value of a scenario parameter.
@@ -111,8 +95,7 @@ func printSummary(w io.Writer) {
 	if len(summaries.rows) == 0 {
 		return
 	}
-	rows := summaries.rows
-	sort.SliceStable(rows, func(i, j int) bool { return rows[i].scenario < rows[j].scenario })
+	rows := summaries.rows // in the order the scenarios ran: source order
 	mode := "short"
 	if soak {
 		mode = "soak"
@@ -122,13 +105,26 @@ func printSummary(w io.Writer) {
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, s := range rows {
 		name := strings.TrimPrefix(s.scenario, "TestFault_")
+		if n := scenarioNumber[name]; n > 0 {
+			name = fmt.Sprintf("%d. %s", n, name)
+		}
 		if s.failed {
 			name += " (FAILED)"
 		}
+		lag := "n/a"
+		if s.r.Lagged > 0 {
+			lag = fmtDur(s.r.LagP99)
+		}
 		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %.0f ev/s | %s |\n", name, s.r.Events, s.r.Missing,
-			s.r.Duplicated, s.r.OutOfOrder, s.r.DeadLetters, s.r.Throughput, fmtDur(s.r.LagP99))
+			s.r.Duplicated, s.r.OutOfOrder, s.r.DeadLetters, s.r.Throughput, lag)
 	}
 	fmt.Fprintln(w)
+}
+
+// scenarioNumber is each scenario's number in issue 8.
+var scenarioNumber = map[string]int{
+	"ReplicatorKill": 1, "NATSKill": 2, "PostgresRestart": 3, "NATSPartition": 4, "PostgresPartition": 5,
+	"NATSLatency": 6, "BadInput": 7, "SecondReplicator": 8, "SIGTERMBacklog": 9,
 }
 
 func fmtDur(d time.Duration) string {

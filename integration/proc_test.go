@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qx-platform/regions/internal/testenv"
 )
 
 // proc is one run of the qx-regions binary. Its stderr (JSON logs) is kept
@@ -66,7 +68,7 @@ func startProc(tb testing.TB, name string, env map[string]string, args ...string
 	p.cmd.Env = environ(env)
 	p.cmd.Stdout = p.stderr // setup prints one line; keep it with the logs
 	p.cmd.Stderr = p.stderr
-	if err := startChild(p.cmd); err != nil {
+	if err := testenv.StartProcess(p.cmd); err != nil {
 		tb.Fatalf("start %s: %v", name, err)
 	}
 	p.started = time.Now()
