@@ -178,16 +178,16 @@ type Replicator struct {
 	m     *metrics
 
 	// Owned by Run.
-	q            []*entry
-	head         int // first entry not yet popped
-	wait         int // first sent entry whose future is unresolved
-	next         int // first entry not yet sent
-	recovering   error
-	reconcile    bool
-	lastSentID   string
-	queuedID     string // newest event queued (at start, the target's tail): the next one's predecessor
-	ackedID      string
-	ackedPos     Position
+	q          []*entry
+	head       int // first entry not yet popped
+	wait       int // first sent entry whose future is unresolved
+	next       int // first entry not yet sent
+	recovering error
+	reconcile  bool
+	lastSentID string
+	queuedID   string // newest event queued (at start, the target's tail): the next one's predecessor
+	ackedID    string
+	ackedPos   Position
 	// ackedSeq is the stream sequence of the newest message stored in
 	// queue order in the current attempt; a duplicate ack at or below it
 	// names another, older message (a reused event id). Each resend
@@ -196,10 +196,10 @@ type Replicator struct {
 	// earlier one failed must not count, as the earlier one may be stored
 	// before them.
 	ackedSeq, headSeq uint64
-	safe, saved  cdc.LSN
-	backoff      time.Duration
-	failingSince time.Time
-	stream       jetstream.Stream
+	safe, saved       cdc.LSN
+	backoff           time.Duration
+	failingSince      time.Time
+	stream            jetstream.Stream
 
 	status atomic.Pointer[Status]
 }
