@@ -132,6 +132,17 @@ func (m Mapping) Validate(ctx context.Context, conn *pgx.Conn) (map[string]strin
 	if len(types) == 0 {
 		return nil, fmt.Errorf("%w: table %s does not exist", ErrOutboxTable, m.QualifiedTable())
 	}
+	seen := map[string]Field{}
+	for f := Field(0); f < NumFields; f++ {
+		col := m.Columns[f]
+		if col == "" {
+			continue
+		}
+		if g, ok := seen[col]; ok {
+			return nil, fmt.Errorf("%w: column %q is mapped to both %s and %s", ErrOutboxTable, col, g, f)
+		}
+		seen[col] = f
+	}
 	byName := make(map[string]string, len(types))
 	for _, t := range types {
 		byName[t[0]] = t[1]

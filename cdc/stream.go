@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -47,6 +48,12 @@ type Config struct {
 	// default 10s. (A replicator that was just killed leaves its walsender
 	// behind for a moment.) After a stream has run, reconnects wait forever.
 	SlotInUseWait time.Duration
+	// ReceiveTimeout is how long the server may stay silent before the
+	// connection counts as dead (a half-open TCP connection after a
+	// partition or a lost host); default 30s. From half of it on, status
+	// updates ask the server for a reply, which an idle walsender would
+	// otherwise never send.
+	ReceiveTimeout time.Duration
 	// Logger receives state changes (connected, retrying, recovered); nil
 	// means slog.Default().
 	Logger *slog.Logger
@@ -91,6 +98,12 @@ func (c *Config) validate() error {
 	if c.SlotInUseWait <= 0 {
 		c.SlotInUseWait = 10 * time.Second
 	}
+	if c.ReceiveTimeout <= 0 {
+		c.ReceiveTimeout = 30 * time.Second
+	}
+	if c.ReceiveTimeout < 2*c.StatusInterval {
+		return fmt.Errorf("cdc: Config.ReceiveTimeout %v is below twice the status interval %v", c.ReceiveTimeout, c.StatusInterval)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -112,6 +125,8 @@ type Stream struct {
 	confirmed atomic.Uint64 // last flush position sent to the server
 	serverEnd atomic.Uint64
 	connected atomic.Bool
+
+	mappingChecked bool
 
 	// Owned by the Run goroutine.
 	rels       map[uint32]*relation
@@ -193,8 +208,16 @@ func (s *Stream) Run(ctx context.Context) error {
 	started := time.Now()
 	everStreamed := false
 	for {
+		sessionStart := time.Now()
+		delivered := s.delivLSN
 		streamed, err := s.session(ctx)
+		err = classify(err)
 		everStreamed = everStreamed || streamed
+		// Progress resets the backoff: a session that delivered something
+		// new or streamed for a while. An error that comes back right
+		// after every START_REPLICATION (a row that cannot be decoded, a
+		// server error) must not become a tight reconnect loop.
+		progress := streamed && (s.delivLSN != delivered || time.Since(sessionStart) >= progressSession)
 		s.connected.Store(false)
 		if len(s.batch) > 0 && ctx.Err() == nil {
 			// Decoded before the failure and counted as delivered: hand
@@ -208,7 +231,7 @@ func (s *Stream) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if streamed {
+		if progress {
 			backoff = s.cfg.MinBackoff
 		}
 		if fatal(err) {
@@ -217,7 +240,7 @@ func (s *Stream) Run(ctx context.Context) error {
 		if errors.Is(err, ErrSlotInUse) && !everStreamed && time.Since(started) > s.cfg.SlotInUseWait {
 			return err
 		}
-		if failing == nil || streamed {
+		if failing == nil || progress {
 			s.log.Warn("replication connection failed, retrying", "err", err)
 			failing = err
 		}
@@ -226,6 +249,24 @@ func (s *Stream) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
+}
+
+// progressSession is how long a session must stream to count as progress
+// when it delivered nothing new.
+const progressSession = 10 * time.Second
+
+// classify turns a server error that means the slot cannot serve its
+// events any more into ErrSlotLost. (An invalidated slot's 55000 "can no
+// longer get changes" needs no mapping: the next session's slot check reads
+// wal_status = 'lost'.)
+func classify(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "58P01" {
+		// undefined_file while streaming: "requested WAL segment ... has
+		// already been removed". The events in it are gone.
+		return fmt.Errorf("%w: %w", ErrSlotLost, err)
+	}
+	return err
 }
 
 func fatal(err error) bool {
@@ -282,6 +323,12 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 		cancel()
 	}()
 
+	if !s.mappingChecked {
+		if err := s.checkMapping(ctx); err != nil {
+			return false, err
+		}
+		s.mappingChecked = true
+	}
 	if err := s.checkSlot(ctx, conn, pcfg.Database); err != nil {
 		return false, err
 	}
@@ -344,6 +391,21 @@ func endCopy(conn *pgconn.PgConn) {
 	}
 }
 
+// checkMapping validates the mapping against the live outbox table once, at
+// the first connection, so a missing column or an unusable type stops the
+// stream at start rather than when the first outbox row arrives.
+func (s *Stream) checkMapping(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, s.cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("connect source: %w", err)
+	}
+	defer conn.Close(context.Background())
+	_, err = s.cfg.Mapping.Validate(cctx, conn)
+	return err
+}
+
 func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, database string) error {
 	res, err := conn.Exec(ctx, fmt.Sprintf(`SELECT plugin, database, active, coalesce(wal_status, ''), coalesce(active_pid, 0)
 		FROM pg_replication_slots WHERE slot_name = '%s'`, s.cfg.Slot)).ReadAll()
@@ -378,9 +440,16 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn) error {
 	stopWatch := context.AfterFunc(ctx, func() { netConn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stopWatch()
 	defer netConn.SetReadDeadline(time.Time{})
+	// lastHeard is when the server last sent something while we were
+	// reading (time spent handing batches to a slow consumer does not
+	// count as the server's silence).
+	lastHeard := time.Now()
 	for {
 		if !time.Now().Before(nextStatus) {
-			if err := s.sendStatus(conn, false); err != nil {
+			if time.Since(lastHeard) > s.cfg.ReceiveTimeout {
+				return fmt.Errorf("%w: nothing for %v", errServerSilent, time.Since(lastHeard).Round(time.Second))
+			}
+			if err := s.sendStatus(conn, time.Since(lastHeard) >= s.cfg.ReceiveTimeout/2); err != nil {
 				return err
 			}
 			nextStatus = time.Now().Add(s.cfg.StatusInterval)
@@ -390,6 +459,7 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn) error {
 			if err := s.flush(ctx, conn, &nextStatus); err != nil {
 				return err
 			}
+			lastHeard = time.Now()
 		}
 		if deadline != nextStatus && ctx.Err() == nil {
 			deadline = nextStatus
@@ -408,11 +478,13 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn) error {
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
+		lastHeard = time.Now()
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if err := s.handleCopyData(ctx, conn, msg.Data, &nextStatus); err != nil {
 				return err
 			}
+			lastHeard = time.Now() // also after a wait for the consumer
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("replication: %w", pgconn.ErrorResponseToPgError(msg))
 		case *pgproto3.CopyDone:
@@ -555,6 +627,10 @@ func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn, nextStatus *tim
 		}
 	}
 }
+
+// errServerSilent means the server sent nothing, not even a reply to a
+// status that asked for one, for ReceiveTimeout: the connection is dead.
+var errServerSilent = errors.New("replication connection silent")
 
 // errServerWaiting: see notePing.
 var errServerWaiting = errors.New("server is shutting down and waits for events that are not yet stored by the target; disconnecting so it can stop")
