@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qx-platform/regions/internal/testenv"
 )
 
 // newRand returns the scenario's random source, logging its seed;
@@ -30,6 +32,26 @@ func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
 func waitProgress(tb testing.TB, r *rig, timeout time.Duration) {
 	tb.Helper()
 	r.waitStored(r.stored()+1, timeout)
+}
+
+// waitProgressOrCaughtUp is waitProgress for a load with a Total: once the
+// writer is done and the target holds every committed event there is no
+// progress to wait for.
+func waitProgressOrCaughtUp(tb testing.TB, r *rig, l *load, timeout time.Duration) {
+	tb.Helper()
+	before := r.stored()
+	testenv.Eventually(tb, timeout, func() bool {
+		n := r.stored()
+		if n > before {
+			return true
+		}
+		select {
+		case <-l.done:
+			return n >= uint64(r.committed())
+		default:
+			return false
+		}
+	}, "the replicator forwards nothing (%d stored)", before)
 }
 
 // stopGracefully sends SIGTERM and requires exit status 0 within timeout.
