@@ -79,8 +79,19 @@ func (c *cache) shard(key string) *shard {
 }
 
 // get looks key up at time now and returns the region of a positive entry
-// (fresh or expired) and the shard's generation.
+// (fresh or expired) and the shard's generation. A fresh entry counts as a
+// hit (or negative hit) in [cache.stats].
 func (c *cache) get(key string, now int64) (region string, l lookup, gen uint64) {
+	return c.find(key, now, true)
+}
+
+// peek is get without counting: for a second look within one lookup,
+// which has been counted already.
+func (c *cache) peek(key string, now int64) (region string, l lookup, gen uint64) {
+	return c.find(key, now, false)
+}
+
+func (c *cache) find(key string, now int64, count bool) (region string, l lookup, gen uint64) {
 	s := c.shard(key)
 	s.mu.Lock()
 	e, ok := s.m[key]
@@ -91,11 +102,15 @@ func (c *cache) get(key string, now int64) (region string, l lookup, gen uint64)
 		l, region = expired, e.region
 	case e.found:
 		l, region = hit, e.region
-		s.hits++
+		if count {
+			s.hits++
+		}
 		s.visit(e)
 	default:
 		l = negHit
-		s.negHits++
+		if count {
+			s.negHits++
+		}
 		s.visit(e)
 	}
 	gen = s.gen

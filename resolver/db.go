@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +29,8 @@ const (
 
 // DBConfig tunes a [DB]. The zero value of every field means its default.
 type DBConfig struct {
-	// Regions lists the regions [DB.Set] accepts (see [regions.Config.Has]).
+	// Regions lists the regions [DB.Set] accepts (see [regions.Config.Has]);
+	// a name that is not a valid region name is refused whatever it lists.
 	// With the zero Config every Set is refused; Resolve does not need it.
 	Regions regions.Config
 	// DefaultRegion, if not "", is the answer for a tenant that has no row,
@@ -67,13 +69,21 @@ type DBConfig struct {
 // When the database cannot be reached, cached tenants keep being served
 // (even past their TTL) and other tenants get [ErrUnavailable].
 type DB struct {
-	pool    *pgxpool.Pool
-	cfg     DBConfig
-	log     *slog.Logger
-	cache   *cache
-	flights singleflight.Group
-	m       *metrics
-	epoch   time.Time // monotonic reference of the cache's expiry times
+	pool  *pgxpool.Pool
+	cfg   DBConfig
+	log   *slog.Logger
+	cache *cache
+	m     *metrics
+	epoch time.Time // monotonic reference of the cache's expiry times
+
+	// flights shares one query among concurrent lookups of a tenant. An
+	// invalidation must keep later lookups out of a flight that may have
+	// read the row before the change: forget makes the group forget the
+	// tenant, forgetAll swaps in a new group. flightsMu orders the two, so
+	// that a forget never lands on a group already swapped out; lookups
+	// only load the pointer.
+	flightsMu sync.Mutex
+	flights   atomic.Pointer[singleflight.Group]
 
 	running   atomic.Bool
 	listening atomic.Bool
@@ -83,6 +93,9 @@ type DB struct {
 	// testHookNotified, if set before Run, is called after each
 	// notification has been applied to the cache.
 	testHookNotified func(payload string)
+	// testHookMissed, if set before the first lookup, is called when a
+	// lookup has missed the cache, before it starts or joins a flight.
+	testHookMissed func(tenantID string)
 }
 
 var _ Resolver = (*DB)(nil)
@@ -135,7 +148,7 @@ func NewDB(pool *pgxpool.Pool, cfg DBConfig) (*DB, error) {
 			return nil, fmt.Errorf("new db resolver: %w", err)
 		}
 	}
-	return &DB{
+	d := &DB{
 		pool:      pool,
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -143,7 +156,9 @@ func NewDB(pool *pgxpool.Pool, cfg DBConfig) (*DB, error) {
 		m:         m,
 		epoch:     time.Now(),
 		pingEvery: 30 * time.Second,
-	}, nil
+	}
+	d.flights.Store(new(singleflight.Group))
+	return d, nil
 }
 
 func orDefault[T comparable](v, def T) T {
@@ -176,10 +191,13 @@ func (d *DB) Resolve(ctx context.Context, tenantID string) (string, error) {
 		return d.unknown(tenantID)
 	}
 	d.m.misses.Inc()
+	if h := d.testHookMissed; h != nil {
+		h(tenantID)
+	}
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("resolve tenant %q: %w", tenantID, err)
 	}
-	ch := d.flights.DoChan(tenantID, func() (any, error) {
+	ch := d.flights.Load().DoChan(tenantID, func() (any, error) {
 		// Detached from the first caller's cancellation (but not its
 		// values): the other callers are waiting for this answer too.
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.QueryTimeout)
@@ -207,9 +225,10 @@ type answer struct {
 }
 
 // fetch answers a lookup in flight: from the cache if another flight has
-// just filled it, else from the database.
+// just filled it, else from the database. Its cache check is not counted as
+// a hit: the lookup has been counted as a miss already.
 func (d *DB) fetch(ctx context.Context, tenantID string) (answer, error) {
-	region, l, gen := d.cache.get(tenantID, d.now())
+	region, l, gen := d.cache.peek(tenantID, d.now())
 	switch l {
 	case hit:
 		return answer{region, true}, nil
@@ -264,12 +283,17 @@ func (d *DB) unknown(tenantID string) (string, error) {
 }
 
 // Set makes region the home region of tenantID, for operators and the
-// tenant-move workflow. A region that DBConfig.Regions does not list gets
-// [ErrUnknownRegion]. This DB's cache forgets the tenant at once; every
-// other DB's when the NOTIFY reaches it.
+// tenant-move workflow. An invalid region name, or a region that
+// DBConfig.Regions does not list, gets [ErrUnknownRegion]. This DB forgets
+// the tenant at once (a lookup that starts after Set returns reads the new
+// region); every other DB when the NOTIFY reaches it.
 func (d *DB) Set(ctx context.Context, tenantID, region string) error {
 	if err := ValidateTenantID(tenantID); err != nil {
 		return fmt.Errorf("set tenant region: %w", err)
+	}
+	// Checked apart from Has: the zero Config "has" the region "".
+	if err := regions.ValidateRegionName(region); err != nil {
+		return fmt.Errorf("set tenant %q region: %w: %w", tenantID, ErrUnknownRegion, err)
 	}
 	if !d.cfg.Regions.Has(region) {
 		return fmt.Errorf("set tenant %q region: %q: %w", tenantID, region, ErrUnknownRegion)
@@ -306,14 +330,24 @@ func (d *DB) Delete(ctx context.Context, tenantID string) error {
 // whether the cache is kept fresh. A readiness check may use it.
 func (d *DB) Listening() bool { return d.listening.Load() }
 
-// forget evicts one tenant.
+// forget evicts one tenant, and the lookup in flight for it, if any: the
+// callers already waiting on that lookup get its answer (their calls
+// overlap the change), later ones start a new query. The bumped generation
+// keeps the old lookup's answer out of the cache.
 func (d *DB) forget(tenantID string) {
 	d.cache.remove(tenantID)
+	d.flightsMu.Lock()
+	d.flights.Load().Forget(tenantID)
+	d.flightsMu.Unlock()
 	d.m.invalidations.WithLabelValues("tenant").Inc()
 }
 
-// forgetAll empties the cache.
+// forgetAll empties the cache and, like forget, leaves every lookup in
+// flight to the callers already waiting on it.
 func (d *DB) forgetAll() {
 	d.cache.purge()
+	d.flightsMu.Lock()
+	d.flights.Store(new(singleflight.Group))
+	d.flightsMu.Unlock()
 	d.m.invalidations.WithLabelValues("all").Inc()
 }

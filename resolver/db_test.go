@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/qx-platform/regions"
@@ -230,6 +233,34 @@ func TestDB_SetDelete(t *testing.T) {
 		}
 		wantErr(t, bare.Set(t.Context(), "acme", "eu-west-1"), ErrUnknownRegion)
 	})
+	t.Run("invalid region names are refused whatever the config", func(t *testing.T) {
+		// The zero Config "has" the region "", and a config could in
+		// principle list a name that is not a region name.
+		configs := map[string]regions.Config{
+			"zero":        {},
+			"name only":   {Name: "eu-west-1"},
+			"with urls":   testRegions,
+			"odd listing": {Name: "eu-west-1", URLs: map[string]*url.URL{"": nil, "EU-WEST-1": nil}},
+		}
+		for cname, cfg := range configs {
+			own, err := NewDB(pool, DBConfig{Regions: cfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, region := range []string{"", "EU-WEST-1", " eu-west-1", strings.Repeat("a", 64)} {
+				if err := own.Set(t.Context(), "invalid-region", region); !errors.Is(err, ErrUnknownRegion) {
+					t.Errorf("%s config: Set(%q) = %v, want %v", cname, region, err, ErrUnknownRegion)
+				}
+			}
+		}
+		var n int
+		if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM qx_tenant_regions WHERE tenant_id = 'invalid-region'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%d rows written for invalid regions, want 0", n)
+		}
+	})
 	t.Run("with this region only", func(t *testing.T) {
 		own, err := NewDB(pool, DBConfig{Regions: regions.Config{Name: "eu-west-1"}})
 		if err != nil {
@@ -414,5 +445,205 @@ func TestDB_CancelledCallerDoesNotFailOthers(t *testing.T) {
 	}
 	if got := metric(t, reg, "qx_resolver_queries_total"); got != 1 {
 		t.Errorf("queries = %v, want 1", got)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// sqlKey carries a query's SQL from TraceQueryStart to TraceQueryEnd.
+type sqlKey struct{}
+
+// lookupHolder is a pgx query tracer that, once armed, holds the next
+// lookup query that finds a row after it has read it and before it
+// returns: a lookup in flight whose answer goes stale if the row changes
+// meanwhile.
+type lookupHolder struct {
+	armed   atomic.Bool
+	held    chan struct{} // closed once a query is held
+	release func()
+	unhold  chan struct{}
+}
+
+func (h *lookupHolder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	return context.WithValue(ctx, sqlKey{}, data.SQL)
+}
+
+func (h *lookupHolder) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
+	if ctx.Value(sqlKey{}) == selectSQL && data.Err == nil && h.armed.CompareAndSwap(true, false) {
+		close(h.held)
+		<-h.unhold
+	}
+}
+
+// newHeldSchema is newSchema with a pool whose connections trace through
+// the returned holder. The holder lets go when the test ends, before the
+// pool closes (which waits for the held connection).
+func newHeldSchema(t *testing.T) (string, *pgxpool.Pool, *lookupHolder) {
+	t.Helper()
+	dsn := pg.NewDatabase(t)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &lookupHolder{held: make(chan struct{}), unhold: make(chan struct{})}
+	var once sync.Once
+	h.release = func() { once.Do(func() { close(h.unhold) }) }
+	cfg.ConnConfig.Tracer = h
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	t.Cleanup(h.release)
+	if err := Setup(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	return dsn, pool, h
+}
+
+// TestDB_InvalidationDuringLookup changes a tenant while a lookup of it is
+// in flight with the old region: a lookup that starts after the change
+// must not join it, but read the new region.
+func TestDB_InvalidationDuringLookup(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(t *testing.T, d *DB, dsn string)
+		notify *string // the payload to wait for after change, if any
+	}{
+		{"Set", func(t *testing.T, d *DB, _ string) {
+			if err := d.Set(t.Context(), "acme", "us-east-1"); err != nil {
+				t.Fatal(err)
+			}
+		}, nil},
+		{"NOTIFY of the tenant", func(t *testing.T, _ *DB, dsn string) {
+			execSQL(t, dsn, `UPDATE qx_tenant_regions SET region = 'us-east-1' WHERE tenant_id = 'acme'`)
+		}, ptr("acme")},
+		{"NOTIFY of every tenant", func(t *testing.T, _ *DB, dsn string) {
+			execSQL(t, dsn, `BEGIN; ALTER TABLE qx_tenant_regions DISABLE TRIGGER qx_tenant_regions_notify;
+				UPDATE qx_tenant_regions SET region = 'us-east-1' WHERE tenant_id = 'acme';
+				ALTER TABLE qx_tenant_regions ENABLE ALWAYS TRIGGER qx_tenant_regions_notify;
+				SELECT pg_notify('`+Channel+`', ''); COMMIT`)
+		}, ptr("")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dsn, pool, h := newHeldSchema(t)
+			execSQL(t, dsn, `INSERT INTO qx_tenant_regions (tenant_id, region) VALUES ('acme', 'eu-west-1')`)
+			notified := make(chan string, 16)
+			d, _ := startDB(t, pool, DBConfig{TTL: time.Hour, QueryTimeout: 30 * time.Second}, func(d *DB) {
+				d.testHookNotified = func(p string) {
+					select {
+					case notified <- p:
+					default:
+					}
+				}
+			})
+
+			h.armed.Store(true)
+			first := make(chan error, 1)
+			go func() {
+				_, err := d.Resolve(context.Background(), "acme")
+				first <- err
+			}()
+			select {
+			case <-h.held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("first lookup never reached the database")
+			}
+
+			tt.change(t, d, dsn)
+			for want := tt.notify; want != nil; {
+				select {
+				case p := <-notified:
+					if p == *want {
+						want = nil
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("notification %q not applied", *want)
+				}
+			}
+
+			// Before the fix this joined the held lookup and waited for it.
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			got, err := d.Resolve(ctx, "acme")
+			if err != nil || got != "us-east-1" {
+				t.Errorf("Resolve after the change, with a lookup from before it in flight = %q, %v; want us-east-1, nil", got, err)
+			}
+
+			h.release()
+			select {
+			case err := <-first:
+				if err != nil {
+					t.Errorf("first lookup: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("first lookup never returned")
+			}
+			// Its old answer did not land in the cache either.
+			mustResolve(t, d, "acme", "us-east-1")
+		})
+	}
+}
+
+// TestDB_LookupCountedOnce has a lookup miss the cache and, before it asks
+// for the row, another lookup fill the cache: the first then finds the row
+// cached inside its flight, which must not count as a hit too.
+func TestDB_LookupCountedOnce(t *testing.T) {
+	for _, tt := range []struct {
+		tenant, counter string
+		want            error
+	}{
+		{"acme", "qx_resolver_cache_hits_total", nil},
+		{"initech", "qx_resolver_cache_negative_hits_total", ErrUnknownTenant},
+	} {
+		t.Run(tt.tenant, func(t *testing.T) {
+			dsn, pool := newSchema(t)
+			execSQL(t, dsn, `INSERT INTO qx_tenant_regions (tenant_id, region) VALUES ('acme', 'eu-west-1')`)
+			var once atomic.Bool
+			parked, unpark := make(chan struct{}), make(chan struct{})
+			d, reg := startDB(t, pool, DBConfig{TTL: time.Hour, NegativeTTL: time.Hour}, func(d *DB) {
+				d.testHookMissed = func(string) {
+					if once.CompareAndSwap(false, true) {
+						close(parked)
+						<-unpark
+					}
+				}
+			})
+			resolve := func() error {
+				_, err := d.Resolve(context.Background(), tt.tenant)
+				if !errors.Is(err, tt.want) {
+					return fmt.Errorf("Resolve(%q) = %v, want %v", tt.tenant, err, tt.want)
+				}
+				return nil
+			}
+			first := make(chan error, 1)
+			go func() { first <- resolve() }()
+			select {
+			case <-parked:
+			case <-time.After(10 * time.Second):
+				t.Fatal("first lookup did not miss")
+			}
+			if err := resolve(); err != nil { // misses, queries, fills the cache
+				t.Fatal(err)
+			}
+			close(unpark)
+			if err := <-first; err != nil { // finds the cache filled inside its flight
+				t.Fatal(err)
+			}
+			counts := func() string {
+				return fmt.Sprintf("misses=%v %s=%v queries=%v", metric(t, reg, "qx_resolver_cache_misses_total"),
+					tt.counter, metric(t, reg, tt.counter), metric(t, reg, "qx_resolver_queries_total"))
+			}
+			if got, want := counts(), fmt.Sprintf("misses=2 %s=0 queries=1", tt.counter); got != want {
+				t.Errorf("after two lookups that missed: %s, want %s", got, want)
+			}
+			if err := resolve(); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := counts(), fmt.Sprintf("misses=2 %s=1 queries=1", tt.counter); got != want {
+				t.Errorf("after one more lookup, a hit: %s, want %s", got, want)
+			}
+		})
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/qx-platform/regions/internal/testenv"
 )
 
@@ -83,9 +85,10 @@ func TestDB_ListenerReconnect(t *testing.T) {
 	d, reg := startDB(t, pool, DBConfig{TTL: time.Hour, MaxReconnectDelay: 200 * time.Millisecond})
 	mustResolve(t, d, "acme", "eu-west-1")
 
-	// session_replication_role=replica skips ordinary triggers: no NOTIFY.
-	execSQL(t, dsn, `BEGIN; SET LOCAL session_replication_role = replica;
-		UPDATE qx_tenant_regions SET region = 'us-east-1' WHERE tenant_id = 'acme'; COMMIT`)
+	// The trigger is off for this one transaction: no NOTIFY.
+	execSQL(t, dsn, `BEGIN; ALTER TABLE qx_tenant_regions DISABLE TRIGGER qx_tenant_regions_notify;
+		UPDATE qx_tenant_regions SET region = 'us-east-1' WHERE tenant_id = 'acme';
+		ALTER TABLE qx_tenant_regions ENABLE ALWAYS TRIGGER qx_tenant_regions_notify; COMMIT`)
 	mustResolve(t, d, "acme", "eu-west-1") // stale, as intended
 
 	all := metric(t, reg, "qx_resolver_invalidations_total", "scope", "all")
@@ -170,4 +173,42 @@ func TestDB_DatabaseDown(t *testing.T) {
 	execSQL(t, dsn, `UPDATE qx_tenant_regions SET region = 'ap-south-1' WHERE tenant_id = 'acme'`)
 	testenv.Eventually(t, 5*time.Second, func() bool { return resolvesTo(d, "acme", "ap-south-1") })
 	testenv.Eventually(t, 5*time.Second, func() bool { return resolvesTo(d, "globex", "us-east-1") })
+}
+
+// TestDB_ReplicaRoleNotifies writes the way a logical replication apply
+// worker does, with session_replication_role = replica, under which
+// ordinary triggers stay silent: the resolver must hear of it all the same.
+func TestDB_ReplicaRoleNotifies(t *testing.T) {
+	dsn, pool := newSchema(t)
+	execSQL(t, dsn, `INSERT INTO qx_tenant_regions (tenant_id, region) VALUES ('acme', 'eu-west-1'), ('globex', 'eu-west-1')`)
+	d, _ := startDB(t, pool, DBConfig{TTL: time.Hour, NegativeTTL: time.Hour})
+	mustResolve(t, d, "acme", "eu-west-1")
+	mustResolve(t, d, "globex", "eu-west-1")
+	_, err := d.Resolve(t.Context(), "initech")
+	wantErr(t, err, ErrUnknownTenant)
+
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(t.Context(), `SET session_replication_role = replica`); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(t.Context(), sql); err != nil {
+			t.Fatalf("exec %q: %v", sql, err)
+		}
+	}
+
+	exec(`UPDATE qx_tenant_regions SET region = 'us-east-1' WHERE tenant_id = 'acme'`)
+	testenv.Eventually(t, 5*time.Second, func() bool { return resolvesTo(d, "acme", "us-east-1") }, "update seen")
+	exec(`INSERT INTO qx_tenant_regions (tenant_id, region) VALUES ('initech', 'ap-south-1')`)
+	testenv.Eventually(t, 5*time.Second, func() bool { return resolvesTo(d, "initech", "ap-south-1") }, "insert seen")
+	exec(`TRUNCATE qx_tenant_regions`)
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		_, err := d.Resolve(t.Context(), "globex")
+		return errors.Is(err, ErrUnknownTenant)
+	}, "truncate seen")
 }

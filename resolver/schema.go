@@ -12,10 +12,17 @@ import (
 // cached tenant must be dropped (TRUNCATE, or an id too long for a payload).
 const Channel = "qx_tenant_regions"
 
-// SchemaSQL creates the qx_tenant_regions table and the trigger that
-// NOTIFYs [Channel] on every change. It is idempotent (it can run at every
+// SchemaSQL creates the qx_tenant_regions table and the triggers that
+// NOTIFY [Channel] on every change. It is idempotent (it can run at every
 // deploy) and needs PostgreSQL 14 or newer (CREATE OR REPLACE TRIGGER). It is
 // exported for `qx-regions setup` and for users' own migration tools.
+//
+// The triggers are ENABLE ALWAYS: when the table reaches a region by logical
+// replication, the apply worker writes it with session_replication_role =
+// replica, under which ordinary triggers do not fire, and that region's
+// resolvers would never hear of the change. The ALTER TABLE runs after
+// CREATE OR REPLACE TRIGGER, which may reset the firing mode, so a re-run
+// also upgrades a table set up before.
 //
 // An update that changes a tenant id notifies both the old and the new id.
 // NOTIFY payloads must stay under 8000 bytes, so a longer id (which
@@ -52,6 +59,10 @@ CREATE OR REPLACE TRIGGER qx_tenant_regions_notify
 CREATE OR REPLACE TRIGGER qx_tenant_regions_notify_truncate
     AFTER TRUNCATE ON qx_tenant_regions
     FOR EACH STATEMENT EXECUTE FUNCTION qx_tenant_regions_notify();
+
+ALTER TABLE qx_tenant_regions
+    ENABLE ALWAYS TRIGGER qx_tenant_regions_notify,
+    ENABLE ALWAYS TRIGGER qx_tenant_regions_notify_truncate;
 `
 
 // Execer runs SQL; *pgxpool.Pool, *pgx.Conn and pgx.Tx all satisfy it.

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,37 @@ func TestSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
+
+	// The triggers fire always, for writes of logical replication too;
+	// Setup also upgrades triggers made before as ordinary ones.
+	wantAlways := func(when string) {
+		t.Helper()
+		rows, err := conn.Query(t.Context(), `SELECT tgname, tgenabled::text FROM pg_trigger
+			WHERE tgrelid = 'qx_tenant_regions'::regclass AND NOT tgisinternal ORDER BY tgname`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+			var name, enabled string
+			err := r.Scan(&name, &enabled)
+			return name + "=" + enabled, err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"qx_tenant_regions_notify=A", "qx_tenant_regions_notify_truncate=A"}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: triggers %v, want %v", when, got, want)
+		}
+	}
+	wantAlways("after Setup")
+	execSQL(t, dsn, `ALTER TABLE qx_tenant_regions ENABLE TRIGGER qx_tenant_regions_notify,
+		ENABLE TRIGGER qx_tenant_regions_notify_truncate`)
+	if err := Setup(t.Context(), pool); err != nil {
+		t.Fatalf("Setup over ordinary triggers: %v", err)
+	}
+	wantAlways("after Setup over ordinary triggers")
+
 	if _, err := conn.Exec(t.Context(), "LISTEN "+Channel); err != nil {
 		t.Fatal(err)
 	}
