@@ -274,3 +274,82 @@ type failingStore struct{}
 func (failingStore) Save(context.Context, cdc.LSN) error { return errors.New("checkpoint store down") }
 
 var _ = fmt.Sprintf
+
+// deadLetter is a row of qx_replication_dead_letters as tests read it.
+type deadLetterRow struct {
+	pos    string
+	reason string
+	aggID  string
+}
+
+// deadLetters reads the slot's dead letters in source order.
+func (e *env) deadLetters(tb testing.TB) []deadLetterRow {
+	tb.Helper()
+	rows, err := e.pool.Query(context.Background(), `SELECT commit_lsn::text || ':' || idx, reason, coalesce(row_data->>'aggregate_id', '')
+		FROM qx_replication_dead_letters WHERE slot = $1 ORDER BY commit_lsn, idx`, e.slot)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer rows.Close()
+	var out []deadLetterRow
+	for rows.Next() {
+		var d deadLetterRow
+		if err := rows.Scan(&d.pos, &d.reason, &d.aggID); err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// labelled sums the counter name over the series with label = value.
+func labelled(tb testing.TB, r *runner, name, label, value string) float64 {
+	tb.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// gauge reads the gauge name.
+func gauge(tb testing.TB, r *runner, name string) float64 {
+	tb.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// aggIDs lists the aggregate ids of the stream's messages in order.
+func (s streamed) aggIDs() []string {
+	ids := make([]string, len(s.msg))
+	for i, m := range s.msg {
+		ids[i] = m.Headers().Get(HeaderAggregateID)
+	}
+	return ids
+}

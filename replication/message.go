@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"strconv"
 	"strings"
 
@@ -38,6 +39,7 @@ var (
 	ErrTooLarge         = errors.New("message exceeds the target's max_payload")
 	ErrBadPayloadFormat = errors.New("payload cannot be decoded")
 	ErrSubjectTooLong   = errors.New("subject is too long for NATS")
+	ErrBadSubject       = errors.New("subject is not valid for NATS")
 	ErrReusedEventID    = errors.New("event_id was already used by another event in the stream")
 )
 
@@ -271,7 +273,7 @@ func (b *builder) build(ev *cdc.Event) (msg *nats.Msg, id string, skip bool, err
 		h[k] = vals[n-1 : n : n]
 	}
 	for _, u := range user {
-		if !validHeaderName(u.k) || strings.ContainsAny(u.v, "\r\n") {
+		if !validHeaderName(u.k) || !validHeaderValue(u.v) {
 			return nil, "", false, fmt.Errorf("%w: header %q", ErrBadHeaders, u.k)
 		}
 		lk := strings.ToLower(u.k)
@@ -385,28 +387,47 @@ func errOr(err error, s string) string {
 	return s
 }
 
-// validHeaderName accepts the header names NATS can carry: printable ASCII
-// without ':' or spaces.
+// validHeaderName accepts exactly the header names nats.go (v1.56) sends:
+// one or more of the printable ASCII characters 33–126 except
+// "()/,:;<=>?@[\]{}. nats.go refuses a message with any other name
+// (ErrBadHeaderMsg) before it is sent, so on every resend; FuzzValidHeaderName
+// compares the two.
 func validHeaderName(k string) bool {
-	if k == "" || len(k) > 256 {
+	if k == "" {
 		return false
 	}
 	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if c <= ' ' || c >= 0x7f || c == ':' {
+		if !headerNameChars[k[i]] {
 			return false
 		}
 	}
 	return true
 }
 
-// msgSize approximates the bytes the server counts against max_payload:
-// the header block and the body.
-func msgSize(m *nats.Msg) int {
-	n := len("NATS/1.0\r\n\r\n") + len(m.Data)
+var headerNameChars = func() (set [256]bool) {
+	for c := 33; c <= 126; c++ {
+		set[c] = !strings.ContainsRune(`"()/,:;<=>?@[\]{}`, rune(c))
+	}
+	return set
+}()
+
+// validHeaderValue accepts the values nats.go sends as they are, but for
+// the leading and trailing blanks it trims: it sends any string, yet turns
+// CR and LF into spaces, which would change the row's value in transit.
+func validHeaderValue(v string) bool { return !strings.ContainsAny(v, "\r\n") }
+
+// msgSize is the bytes the server counts against max_payload and a
+// stream's max_msg_size: the header block and the body.
+func msgSize(m *nats.Msg) int { return headerSize(m) + len(m.Data) }
+
+// headerSize is the length of the header block nats.go encodes for m:
+// "NATS/1.0\r\n", a "key: value\r\n" line per value (trimmed, as nats.go
+// sends it) and "\r\n".
+func headerSize(m *nats.Msg) int {
+	n := len("NATS/1.0\r\n\r\n")
 	for k, vs := range m.Header {
 		for _, v := range vs {
-			n += len(k) + 2 + len(v) + 2
+			n += len(k) + 2 + len(textproto.TrimString(v)) + 2
 		}
 	}
 	return n

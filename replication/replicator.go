@@ -163,7 +163,15 @@ type entry struct {
 	// reusedSeq is set when the ack was a duplicate of an older, other
 	// message with the same id (a reused event_id): a dead letter.
 	reusedSeq uint64
+	// dead is why the target can never take this message, learnt when it
+	// was sent (nats.go or the stream refused it for what it is): it is
+	// dead-lettered when popped, and never sent again.
+	dead error
 }
+
+// unsent reports whether e needs no ack: a transaction's end, or an event
+// that is dead-lettered instead.
+func (e *entry) unsent() bool { return e.commit != nil || e.dead != nil }
 
 // Replicator forwards a source's events to a JetStream stream.
 type Replicator struct {
@@ -478,6 +486,8 @@ func reasonLabel(err error) string {
 		return "too_large"
 	case errors.Is(err, ErrSubjectTooLong):
 		return "subject_too_long"
+	case errors.Is(err, ErrBadSubject):
+		return "bad_subject"
 	case errors.Is(err, ErrReusedEventID):
 		return "reused_event_id"
 	}
@@ -489,7 +499,7 @@ func reasonLabel(err error) string {
 func (r *Replicator) sendMore() {
 	for r.next < len(r.q) && r.next-r.wait < r.cfg.MaxInFlight {
 		e := r.q[r.next]
-		if e.commit != nil {
+		if e.unsent() {
 			e.acked = true // nothing to send; resolved in order by advance
 			if r.wait == r.next {
 				r.wait++
@@ -509,6 +519,13 @@ func (r *Replicator) sendMore() {
 			e.msg.Header[HeaderExpectedLastID] = []string{r.lastSentID}
 		}
 		fut, err := r.js.PublishMsgAsync(e.msg, noRetries...)
+		if reason := refusedMessage(err); reason != nil {
+			// Refused before it was sent, and it would be on every
+			// resend: dead-letter it in order (pop). The next message
+			// names the same predecessor, as lastSentID stays.
+			e.dead, e.fut = reason, nil
+			continue // unsent now
+		}
 		if err != nil {
 			r.fail(err)
 			return
@@ -518,6 +535,23 @@ func (r *Replicator) sendMore() {
 		r.next++
 	}
 	r.m.inFlight.Set(float64(r.next - r.wait))
+}
+
+// refusedMessage says why nats.go refused to send a message synchronously
+// when the reason is the message itself, not the connection: such a
+// message can never be sent. It returns nil for any other error.
+func refusedMessage(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, nats.ErrBadHeaderMsg):
+		return fmt.Errorf("%w: nats.go refuses them: %w", ErrBadHeaders, err)
+	case errors.Is(err, nats.ErrMaxPayload):
+		return fmt.Errorf("%w: nats.go refuses it: %w", ErrTooLarge, err)
+	case errors.Is(err, nats.ErrBadSubject):
+		return fmt.Errorf("%w: nats.go refuses it: %w", ErrBadSubject, err)
+	}
+	return nil
 }
 
 // noRetries turns off nats.go's own resend on "no responders", which could
@@ -550,8 +584,9 @@ func (r *Replicator) resolved(ack *jetstream.PubAck, err error) {
 		}
 	}
 	r.wait++
-	// Commit markers are resolved as soon as they are reached.
-	for r.wait < r.next && r.q[r.wait].commit != nil {
+	// Commit markers and dead letters are resolved as soon as they are
+	// reached.
+	for r.wait < r.next && r.q[r.wait].unsent() {
 		r.wait++
 	}
 }
@@ -591,7 +626,7 @@ func (r *Replicator) recover(ctx context.Context) error {
 				break
 			}
 			if e.commit == nil && e.reusedSeq == 0 {
-				e.acked = true
+				e.acked, e.dead = true, nil // the stream holds it
 			}
 			if !r.pop(ctx, e) {
 				return ctx.Err()
@@ -637,12 +672,15 @@ func (r *Replicator) advance(ctx context.Context) {
 // to be reused is dead-lettered first; pop reports false when that could
 // not be written (ctx ended), leaving the entry in place.
 func (r *Replicator) pop(ctx context.Context, e *entry) bool {
-	if e.reusedSeq != 0 {
-		reason := fmt.Errorf("%w: %s is the message at stream sequence %d", ErrReusedEventID, e.id, e.reusedSeq)
+	if e.reusedSeq != 0 || e.dead != nil {
+		reason := e.dead
+		if e.reusedSeq != 0 {
+			reason = fmt.Errorf("%w: %s is the message at stream sequence %d", ErrReusedEventID, e.id, e.reusedSeq)
+		}
 		if err := r.deadLetter(ctx, e.ev, reason); err != nil {
 			return false
 		}
-		e.reusedSeq = 0
+		e.reusedSeq, e.dead = 0, nil
 		e.commit, e.msg = nil, nil
 		r.q[r.head] = nil
 		r.head++
@@ -753,9 +791,9 @@ func (r *Replicator) shutdown() {
 		}
 		r.advance(ctx)
 	}
-	// A transaction end right behind the last acked event needs no
-	// publish: reach it so its LSN is saved.
-	for r.recovering == nil && r.wait == r.next && r.next < len(r.q) && r.q[r.next].commit != nil {
+	// A transaction end (or a known dead letter) right behind the last
+	// acked event needs no publish: reach it so its LSN is saved.
+	for r.recovering == nil && r.wait == r.next && r.next < len(r.q) && r.q[r.next].unsent() {
 		r.q[r.next].acked = true
 		r.next++
 		r.wait++
