@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -140,6 +142,15 @@ func TestBinary_BadConfig(t *testing.T) {
 		{"bad subject template", []string{"QX_REPLICATION__SUBJECT_TEMPLATE=orders.{event_type}"}, nil, "QX_REPLICATION__SUBJECT_TEMPLATE"},
 		{"nats password without user", []string{"QX_NATS__PASSWORD=" + secret}, nil, "QX_NATS__PASSWORD"},
 		{"unknown flag", nil, []string{"--no-such-flag"}, "no-such-flag"},
+		{"malformed dsn", []string{"QX_REPLICATION__SOURCE_DSN=postgres://postgres:" + secret + "@127.0.0.1:port/x"}, nil, "QX_REPLICATION__SOURCE_DSN: "},
+		// The secret split by characters a URL password must escape: the
+		// message must show neither half.
+		{"dsn password with slash", []string{"QX_REPLICATION__SOURCE_DSN=postgres://postgres:" + secret[:7] + "/" + secret[7:] + "@127.0.0.1/x"}, nil, "QX_REPLICATION__SOURCE_DSN: "},
+		{"dsn password with at", []string{"QX_REPLICATION__SOURCE_DSN=postgres://postgres:" + secret[:7] + "@" + secret[7:] + "@127.0.0.1/x"}, nil, "QX_REPLICATION__SOURCE_DSN: "},
+		{"dsn keyword/value", []string{"QX_REPLICATION__SOURCE_DSN=host=127.0.0.1 password='" + secret}, nil, "QX_REPLICATION__SOURCE_DSN: "},
+		{"dsn flag", nil, []string{"--replication-source-dsn", "postgres://postgres:" + secret[:7] + "%zz" + secret[7:] + "@127.0.0.1/x"}, "--replication-source-dsn: "},
+		{"zero duration", []string{"QX_REPLICATION__SHUTDOWN_TIMEOUT=0s"}, nil, "QX_REPLICATION__SHUTDOWN_TIMEOUT"},
+		{"negative duration", []string{"QX_REPLICATION__PUBLISH_TIMEOUT=-5s"}, nil, "QX_REPLICATION__PUBLISH_TIMEOUT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -151,10 +162,24 @@ func TestBinary_BadConfig(t *testing.T) {
 			if !strings.Contains(lines[len(lines)-1], tc.want) {
 				t.Fatalf("error %q does not name %q", r.stderr, tc.want)
 			}
+			for _, part := range []string{secret[:7], secret[7:]} {
+				if strings.Contains(r.stderr, part) {
+					t.Errorf("error %q shows part of the password (%q)", r.stderr, part)
+				}
+			}
 			if time.Since(start) > 5*time.Second {
 				t.Fatalf("took %v: a config error must stop before any connection", time.Since(start))
 			}
 		})
+	}
+	for _, tc := range []struct{ name, env, want string }{
+		{"resolver dsn", "QX_RESOLVER__DSN=postgres://postgres:" + secret + "@127.0.0.1:port/x", "QX_RESOLVER__DSN: "},
+		{"source dsn as resolver dsn", "QX_REPLICATION__SOURCE_DSN=host=127.0.0.1 password=" + secret + " x", "QX_REPLICATION__SOURCE_DSN: "},
+	} {
+		r := runBin(t, []string{tc.env}, "resolve", "acme")
+		if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); r.code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("resolve, %s: exit %d, want 2 and one line naming %q:\n%s", tc.name, r.code, tc.want, r.stderr)
+		}
 	}
 	if r := runBin(t, nil, "bogus"); r.code != 2 {
 		t.Errorf("unknown command: exit %d, want 2", r.code)
@@ -163,6 +188,10 @@ func TestBinary_BadConfig(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stderr, "QX_REPLICATION__TARGET_NATS_URL, --replication-target-nats-url") ||
 		!strings.Contains(r.stderr, "QX_ADMIN__ADDR, --admin-addr (default 127.0.0.1:9180)") {
 		t.Errorf("--help: exit %d\n%s", r.code, r.stderr)
+	}
+	r = runBin(t, nil, "demo", "--help")
+	if r.code != 0 || !strings.Contains(r.stderr, "--events int (default 2000)") || !strings.Contains(r.stderr, "--duration duration (default 5s)") {
+		t.Errorf("demo --help: exit %d\n%s", r.code, r.stderr)
 	}
 	if r := runBin(t, nil, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "qx-regions ") {
 		t.Errorf("version: %d %q", r.code, r.stdout)
@@ -352,6 +381,61 @@ func TestBinary_Replicate(t *testing.T) {
 	if s["messages"] != float64(2500) {
 		t.Fatalf("after restart: %v messages, want 2500", s["messages"])
 	}
+}
+
+// TestBinary_ReplicateSourceDown: while the source database is
+// unreachable the admin server answers (live, not ready) and SIGTERM
+// still ends the process at once with status 0.
+func TestBinary_ReplicateSourceDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	d := startDaemon(t, pairEnv("postgres://postgres@"+closed+"/x?connect_timeout=2", "nats://127.0.0.1:1"))
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(d.log(), "source database not reachable")
+	}, "no log line about the unreachable source")
+	if code, body := d.get(t, "/healthz"); code != 200 {
+		t.Errorf("/healthz: got %d %s, want 200", code, body)
+	}
+	for i := 0; i < 3; i++ { // across retries
+		code, body := d.get(t, "/readyz")
+		var rd struct {
+			Ready           bool     `json:"ready"`
+			Starting        bool     `json:"starting"`
+			SourceConnected bool     `json:"source_connected"`
+			Problems        []string `json:"problems"`
+		}
+		if err := json.Unmarshal([]byte(body), &rd); err != nil {
+			t.Fatalf("/readyz body %q: %v", body, err)
+		}
+		if code != 503 || rd.Ready || !rd.Starting || rd.SourceConnected || !slices.Contains(rd.Problems, "source not connected") {
+			t.Fatalf("/readyz: got %d %s, want 503, starting, source not connected", code, body)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if code, _ := d.get(t, "/metrics"); code != 200 {
+		t.Errorf("/metrics: got %d, want 200", code)
+	}
+	if n := strings.Count(d.log(), "source database not reachable"); n != 1 {
+		t.Errorf("the unreachable source was logged %d times, want once (first failure only)", n)
+	}
+	start := time.Now()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("replicate did not exit within 5s of SIGTERM while the source was down")
+	}
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0\n%s", code, d.log())
+	}
+	// (A -race binary sleeps 1s at exit: the race detector's atexit_sleep_ms.)
+	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
 }
 
 func TestBinary_Demo(t *testing.T) {

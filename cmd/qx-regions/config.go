@@ -95,7 +95,7 @@ func (p *pairSettings) load() (*pairConfig, error) {
 		return nil, usageErrorf("%v", err)
 	}
 	c.source = c.region.Name
-	if c.sourceDSN, err = p.sourceDSN.required(); err != nil {
+	if c.sourceDSN, err = p.sourceDSN.dsn(); err != nil {
 		return nil, err
 	}
 	if c.target, err = p.targetRegion.required(); err != nil {

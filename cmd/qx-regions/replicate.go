@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	oklogrun "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -36,53 +38,35 @@ func runReplicate(ctx context.Context, args []string, getenv func(string) string
 }
 
 // replicate runs one pair until ctx ends (a signal) or a fatal error.
-// ready, when not nil, is told the admin server's address.
+// ready, when not nil, is told the admin server's address. The admin
+// server starts first, so liveness probes answer while the source or the
+// target is still unreachable; /readyz says "starting" until the
+// replicator runs.
 func replicate(ctx context.Context, c *pairConfig, log *slog.Logger, ready func(adminAddr string)) error {
 	log.Info("replicator starting", "version", version, "source_dsn", redactDSN(c.sourceDSN),
 		"target_nats", redactNATS(c.natsURL), "slot", c.slot, "stream", c.stream)
 
-	pool, err := pgxpool.New(ctx, c.sourceDSN)
+	// pgxpool connects lazily: this parses the (validated) DSN only.
+	pool, err := pgxpool.New(context.Background(), c.sourceDSN)
 	if err != nil {
 		return fmt.Errorf("source DSN %s: %w", redactDSN(c.sourceDSN), err)
 	}
 	defer pool.Close()
-	store := checkpoint.NewPGStore(pool, c.slot)
-	start, err := loadCheckpoint(ctx, store, log)
-	if err != nil {
-		return err
-	}
-	if err := checkSlot(ctx, pool, c.slot, start); err != nil {
-		return err
-	}
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	src, err := cdc.New(cdc.Config{
-		DSN: c.sourceDSN, Slot: c.slot, Publication: c.publication, Mapping: &c.mapping,
-		StartLSN: start, StatusInterval: c.statusInterval, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	nc, err := connectNATS(c.natsURL, "qx-regions "+c.slot, c.nats, log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	rep, err := replication.New(replication.Config{
-		SourceRegion: c.source, TargetRegion: c.target, Mapping: &c.mapping,
-		SubjectTemplate: c.subject, Stream: c.stream, DuplicateWindow: c.dupWindow,
-		MaxInFlight: c.maxInFlight, PublishTimeout: c.publishTimeout, ShutdownTimeout: c.shutdownTimeout,
-		Logger: log, Registerer: reg,
-	}, src, nc, store, replication.NewPGDeadLetters(pool, c.slot))
-	if err != nil {
-		return err
-	}
+	st := &readiness{}
+	st.starting("starting: waiting for the source database", "source not connected")
 
 	var g oklogrun.Group
-	{ // the replicator
+	{ // the replicator: wait for the source, then stream until interrupted
 		rctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
+			rep, nc, err := startReplicator(rctx, c, pool, reg, st, log)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			st.rep.Store(rep)
 			return rep.Run(rctx)
 		}, func(error) {
 			cancel()
@@ -93,7 +77,7 @@ func replicate(ctx context.Context, c *pairConfig, log *slog.Logger, ready func(
 		if err != nil {
 			return fmt.Errorf("admin server %s (QX_ADMIN__ADDR): %w", c.adminAddr, err)
 		}
-		srv := &http.Server{Handler: adminHandler(rep, reg, c.readyMaxLag), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: adminHandler(st, reg, c.readyMaxLag), ReadHeaderTimeout: 5 * time.Second}
 		g.Add(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("admin server: %w", err)
@@ -130,19 +114,80 @@ func replicate(ctx context.Context, c *pairConfig, log *slog.Logger, ready func(
 
 var errSignal = errors.New("signal received")
 
+// startReplicator waits for the source database, checks the slot, and
+// builds the replicator; it returns ctx's error when cancelled meanwhile.
+func startReplicator(ctx context.Context, c *pairConfig, pool *pgxpool.Pool, reg prometheus.Registerer,
+	st *readiness, log *slog.Logger) (*replication.Replicator, *nats.Conn, error) {
+	store := checkpoint.NewPGStore(pool, c.slot)
+	start, err := loadCheckpoint(ctx, store, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	st.starting("starting: checking the slot")
+	if err := checkSlot(ctx, pool, c.slot, start); err != nil {
+		return nil, nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	src, err := cdc.New(cdc.Config{
+		DSN: c.sourceDSN, Slot: c.slot, Publication: c.publication, Mapping: &c.mapping,
+		StartLSN: start, StatusInterval: c.statusInterval, Logger: log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	st.starting("starting: connecting to the target", "target not connected")
+	nc, err := connectNATS(c.natsURL, "qx-regions "+c.slot, c.nats, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	rep, err := replication.New(replicationConfig(c, log, reg), src, nc, store, replication.NewPGDeadLetters(pool, c.slot))
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return rep, nc, nil
+}
+
+// replicationConfig passes every setting to the library explicitly: a
+// zero would silently become the library's default, not ours.
+func replicationConfig(c *pairConfig, log *slog.Logger, reg prometheus.Registerer) replication.Config {
+	return replication.Config{
+		SourceRegion: c.source, TargetRegion: c.target, Mapping: &c.mapping,
+		SubjectTemplate: c.subject, Stream: c.stream, DuplicateWindow: c.dupWindow,
+		MaxInFlight: c.maxInFlight, PublishTimeout: c.publishTimeout, ShutdownTimeout: c.shutdownTimeout,
+		Logger: log, Registerer: reg,
+	}
+}
+
+// loadCheckpoint reads the checkpoint, retrying while the source is
+// unreachable; it logs the first failure and the recovery.
 func loadCheckpoint(ctx context.Context, store *checkpoint.PGStore, log *slog.Logger) (cdc.LSN, error) {
+	var failingSince time.Time
 	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		lsn, err := store.Load(ctx)
 		if err == nil {
+			if !failingSince.IsZero() {
+				log.Info("source database reachable", "after", time.Since(failingSince).Round(time.Millisecond).String())
+			}
 			return lsn, nil
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
 		}
 		if isUndefinedTable(err) {
 			return 0, fmt.Errorf("%w: run `qx-regions setup` first", err)
 		}
-		log.Warn("source database not reachable, retrying", "err", err)
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+			log.Warn("source database not reachable, retrying", "err", err)
+		} else {
+			log.Debug("source database still not reachable", "err", err)
+		}
 		select {
 		case <-ctx.Done():
-			return 0, nil
+			return 0, ctx.Err()
 		case <-time.After(backoff):
 		}
 	}
@@ -172,41 +217,59 @@ func checkSlot(ctx context.Context, pool *pgxpool.Pool, slot string, checkpointL
 	return nil
 }
 
+// readiness is what /readyz reports: the start phase's problems until
+// the replicator exists, then the replicator's status.
+type readiness struct {
+	phase atomic.Pointer[[]string]
+	rep   atomic.Pointer[replication.Replicator]
+}
+
+func (r *readiness) starting(problems ...string) { r.phase.Store(&problems) }
+
 // adminHandler serves /healthz (the process is alive), /readyz (source and
 // target connected, lag under the threshold) and /metrics.
-func adminHandler(rep *replication.Replicator, reg *prometheus.Registry, maxLag time.Duration) http.Handler {
+func adminHandler(st *readiness, reg *prometheus.Registry, maxLag time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		st := rep.Status()
-		body := map[string]any{
-			"source_connected": st.SourceConnected, "target_connected": st.TargetConnected,
-			"lag_seconds": st.LagSeconds, "lag_bytes": st.LagBytes, "in_flight": st.InFlight,
-			"safe_lsn": st.SafeLSN.String(),
-		}
-		var problems []string
-		if !st.SourceConnected {
-			problems = append(problems, "source not connected")
-		}
-		if !st.TargetConnected {
-			problems = append(problems, "target not connected")
-		}
-		if st.LagSeconds > maxLag.Seconds() {
-			problems = append(problems, fmt.Sprintf("lag %.1fs above %s", st.LagSeconds, maxLag))
-		}
-		body["ready"] = len(problems) == 0
-		if len(problems) > 0 {
-			body["problems"] = problems
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			json.NewEncoder(w).Encode(body)
+		rep := st.rep.Load()
+		if rep == nil {
+			writeReady(w, map[string]any{"starting": true, "source_connected": false, "target_connected": false},
+				*st.phase.Load())
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(body)
+		s := rep.Status()
+		body := map[string]any{
+			"source_connected": s.SourceConnected, "target_connected": s.TargetConnected,
+			"lag_seconds": s.LagSeconds, "lag_bytes": s.LagBytes, "in_flight": s.InFlight,
+			"safe_lsn": s.SafeLSN.String(),
+		}
+		var problems []string
+		if !s.SourceConnected {
+			problems = append(problems, "source not connected")
+		}
+		if !s.TargetConnected {
+			problems = append(problems, "target not connected")
+		}
+		if s.LagSeconds > maxLag.Seconds() {
+			problems = append(problems, fmt.Sprintf("lag %.1fs above %s", s.LagSeconds, maxLag))
+		}
+		writeReady(w, body, problems)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// writeReady answers /readyz: 200 without problems, 503 with them, JSON
+// either way.
+func writeReady(w http.ResponseWriter, body map[string]any, problems []string) {
+	body["ready"] = len(problems) == 0
+	w.Header().Set("Content-Type", "application/json")
+	if len(problems) > 0 {
+		body["problems"] = problems
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(body)
 }

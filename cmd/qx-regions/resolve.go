@@ -36,12 +36,16 @@ func runResolve(ctx context.Context, args []string, getenv func(string) string, 
 			return usageErrorf("%v", err)
 		}
 	}
-	d := dsn.value
-	if d == "" {
-		d = srcDSN.value
+	from := dsn
+	if from.value == "" {
+		from = srcDSN
 	}
-	if d == "" {
+	if from.value == "" {
 		return usageErrorf("QX_RESOLVER__DSN (or QX_REPLICATION__SOURCE_DSN) is required")
+	}
+	d, err := from.dsn()
+	if err != nil {
+		return err
 	}
 	pool, err := pgxpool.New(ctx, d)
 	if err != nil {

@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -105,7 +103,7 @@ func (s *settings) usage(w io.Writer, cmd string) {
 				return
 			}
 		}
-		other = append(other, fmt.Sprintf("  --%s\n        %s\n", f.Name, f.Usage))
+		other = append(other, flagUsage(f))
 	})
 	for _, st := range s.list {
 		def := st.def
@@ -120,6 +118,20 @@ func (s *settings) usage(w io.Writer, cmd string) {
 	}
 }
 
+// flagUsage describes a flag that is not a setting: its value's type and
+// its default (a switch, off by default, shows neither).
+func flagUsage(f *flag.Flag) string {
+	name, usage := flag.UnquoteUsage(f)
+	head := "  --" + f.Name
+	if name != "" {
+		head += " " + name
+		if f.DefValue != "" {
+			head += " (default " + f.DefValue + ")"
+		}
+	}
+	return head + "\n        " + usage + "\n"
+}
+
 func (st *setting) required() (string, error) {
 	if strings.TrimSpace(st.value) == "" {
 		return "", usageErrorf("%s is required (%s)", st.name(), st.help)
@@ -127,10 +139,16 @@ func (st *setting) required() (string, error) {
 	return st.value, nil
 }
 
+// duration reads a positive duration. Zero is refused rather than passed
+// on: the libraries read a zero as "use my default", which is not the
+// default documented here.
 func (st *setting) duration() (time.Duration, error) {
 	d, err := time.ParseDuration(st.value)
-	if err != nil || d < 0 {
+	if err != nil {
 		return 0, usageErrorf("%s: %q is not a duration (e.g. 10s, 2m)", st.name(), st.value)
+	}
+	if d <= 0 {
+		return 0, usageErrorf("%s: %q must be a positive duration (e.g. 10s, 2m)", st.name(), st.value)
 	}
 	return d, nil
 }
@@ -150,22 +168,4 @@ func (st *setting) oneOf(options ...string) (string, error) {
 		}
 	}
 	return "", usageErrorf("%s: %q is not one of %s", st.name(), st.value, strings.Join(options, ", "))
-}
-
-var dsnPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|\S+)`)
-
-// redactDSN hides the password of a Postgres URL or keyword/value DSN.
-func redactDSN(dsn string) string {
-	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" && u.Host != "" {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
-			u.RawQuery = q.Encode()
-		}
-		return u.String()
-	}
-	return dsnPassword.ReplaceAllString(dsn, "${1}xxxxx")
 }
