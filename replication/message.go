@@ -36,7 +36,7 @@ const DefaultSubjectTemplate = "qx.events.{source}.{aggregate_type}.{event_type}
 var (
 	ErrNullField        = errors.New("required field is NULL")
 	ErrBadHeaders       = errors.New("headers are not a JSON object of valid headers")
-	ErrTooLarge         = errors.New("message exceeds the target's max_payload")
+	ErrTooLarge         = errors.New("message is too large for the target")
 	ErrBadPayloadFormat = errors.New("payload cannot be decoded")
 	ErrSubjectTooLong   = errors.New("subject is too long for NATS")
 	ErrBadSubject       = errors.New("subject is not valid for NATS")

@@ -67,7 +67,14 @@ var (
 const (
 	errCodeWrongLastMsgID jetstream.ErrorCode = 10070
 	errCodeWrongLastSeq   jetstream.ErrorCode = 10071
+	// errCodeHeaderTooLarge (JSStreamHeaderExceedsMaximum) refuses a
+	// header block over maxHeaderBlock.
+	errCodeHeaderTooLarge jetstream.ErrorCode = 10097
 )
+
+// maxHeaderBlock is the largest header block JetStream stores (a message's
+// header length is a uint16 in its store), whatever max_payload allows.
+const maxHeaderBlock = 1<<16 - 1
 
 // maxSubjectLen keeps a publish's control line (subject, reply inbox and
 // sizes) under the server's default max_control_line of 4096 bytes.
@@ -208,6 +215,9 @@ type Replicator struct {
 	backoff           time.Duration
 	failingSince      time.Time
 	stream            jetstream.Stream
+	// maxMsgSize is the stream's max_msg_size (0: none), read with its
+	// tail.
+	maxMsgSize int
 
 	status atomic.Pointer[Status]
 }
@@ -354,7 +364,7 @@ func (r *Replicator) connectTarget(ctx context.Context) error {
 				return err
 			}
 			if err == nil {
-				r.stream = s
+				r.stream, r.maxMsgSize = s, t.maxMsgSize
 				r.ackedID, r.ackedPos, r.lastSentID, r.queuedID = t.id, t.pos, t.id, t.id
 				r.ackedSeq, r.headSeq = t.lastSeq, t.lastSeq
 				last := "none (empty stream)"
@@ -420,16 +430,7 @@ func (r *Replicator) enqueue(ctx context.Context, batch []cdc.Message) error {
 				continue
 			}
 			if err == nil {
-				// Sent, the message also names its predecessor (sendMore):
-				// nats.go would refuse it on every resend if that took it
-				// over max_payload.
-				if size := msgSize(msg) + chainSize(r.queuedID); size > int(r.nc.MaxPayload()) {
-					err = fmt.Errorf("%w: %d bytes, max_payload is %d", ErrTooLarge, size, r.nc.MaxPayload())
-				} else if len(msg.Subject) > maxSubjectLen {
-					// The server would close the connection on every
-					// resend ("maximum control line exceeded").
-					err = fmt.Errorf("%w: %d bytes, at most %d", ErrSubjectTooLong, len(msg.Subject), maxSubjectLen)
-				}
+				err = r.fits(msg)
 			}
 			if err != nil {
 				if err := r.deadLetter(ctx, m, err); err != nil {
@@ -440,6 +441,27 @@ func (r *Replicator) enqueue(ctx context.Context, batch []cdc.Message) error {
 			r.q = append(r.q, &entry{pos: pos, msg: msg, id: id, commitTime: m.CommitTime, ev: m})
 			r.queuedID = id
 		}
+	}
+	return nil
+}
+
+// fits predicts the refusals of msg that would come again on every
+// resend: nats.go's for max_payload, the stream's for its max_msg_size
+// and for a header block over 64 KiB, and the server's for a subject over
+// its control line (it closes the connection). Sent, the message also
+// names its predecessor (sendMore), which counts.
+func (r *Replicator) fits(msg *nats.Msg) error {
+	hdr := headerSize(msg) + chainSize(r.queuedID)
+	size := hdr + len(msg.Data)
+	switch {
+	case size > int(r.nc.MaxPayload()):
+		return fmt.Errorf("%w: %d bytes, max_payload is %d", ErrTooLarge, size, r.nc.MaxPayload())
+	case r.maxMsgSize > 0 && size > r.maxMsgSize:
+		return fmt.Errorf("%w: %d bytes, stream %s has max_msg_size %d", ErrTooLarge, size, r.cfg.Stream, r.maxMsgSize)
+	case hdr > maxHeaderBlock:
+		return fmt.Errorf("%w: header block of %d bytes, JetStream stores at most %d", ErrTooLarge, hdr, maxHeaderBlock)
+	case len(msg.Subject) > maxSubjectLen:
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrSubjectTooLong, len(msg.Subject), maxSubjectLen)
 	}
 	return nil
 }
@@ -582,6 +604,13 @@ func (r *Replicator) resolved(ack *jetstream.PubAck, err error) {
 		if isWrongLast(err) {
 			r.reconcile = true
 		}
+		if reason := refusedForGood(err); reason != nil {
+			// Not stored, and never will be (the stream's limits changed
+			// since fits ran): a dead letter in order. The messages
+			// after it that named it are refused too; the resend
+			// chains them to its predecessor.
+			e.dead, e.acked = reason, true
+		}
 	}
 	r.wait++
 	// Commit markers and dead letters are resolved as soon as they are
@@ -589,6 +618,16 @@ func (r *Replicator) resolved(ack *jetstream.PubAck, err error) {
 	for r.wait < r.next && r.q[r.wait].unsent() {
 		r.wait++
 	}
+}
+
+// refusedForGood says why the stream refused a message when it would
+// refuse it on every resend (too large for its limits); nil otherwise.
+func refusedForGood(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum || apiErr.ErrorCode == errCodeHeaderTooLarge) {
+		return fmt.Errorf("%w: the stream refuses it: %w", ErrTooLarge, err)
+	}
+	return nil
 }
 
 func isWrongLast(err error) bool {
@@ -633,6 +672,7 @@ func (r *Replicator) recover(ctx context.Context) error {
 			}
 		}
 		r.ackedID, r.ackedPos, r.headSeq = t.id, t.pos, t.lastSeq
+		r.maxMsgSize = t.maxMsgSize
 		r.reconcile = false
 	}
 	if err := sleepCtx(ctx, jitter(r.backoff)); err != nil {

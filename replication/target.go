@@ -56,6 +56,9 @@ type tail struct {
 	pos     Position // its Qx-Source-LSN
 	seq     uint64   // its stream sequence
 	lastSeq uint64   // the stream's last sequence (also when its messages expired)
+	// maxMsgSize is the stream's max_msg_size as read with the tail; 0
+	// when it has none.
+	maxMsgSize int
 }
 
 // readTail reads the stream's last message on subject. Every message in
@@ -67,7 +70,7 @@ func readTail(ctx context.Context, s jetstream.Stream, subject string) (tail, er
 	if err != nil {
 		return tail{}, fmt.Errorf("read stream info: %w", err)
 	}
-	t := tail{lastSeq: info.State.LastSeq}
+	t := tail{lastSeq: info.State.LastSeq, maxMsgSize: max(int(info.Config.MaxMsgSize), 0)}
 	if info.State.Msgs == 0 {
 		return t, nil
 	}
