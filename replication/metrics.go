@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer, labels prometheus.Labels) *metrics {
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "qx_replication_skipped_total",
 			Help: "Events not forwarded because they came from another region (loop guard).", ConstLabels: labels}),
 		safeLSN: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qx_replication_safe_lsn",
-			Help: "End LSN of the newest transaction fully stored by the target.", ConstLabels: labels}),
+			Help: "Position before which the target holds every event: the end LSN of the newest transaction it fully stored, or the source's confirmed position when further.", ConstLabels: labels}),
 		lagBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qx_replication_lag_bytes",
 			Help: "Server WAL end minus the safe LSN.", ConstLabels: labels}),
 		lagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qx_replication_lag_seconds",

@@ -226,11 +226,14 @@ type Replicator struct {
 type Status struct {
 	SourceConnected bool
 	TargetConnected bool
-	SafeLSN         cdc.LSN
-	LagBytes        int64
-	LagSeconds      float64
-	InFlight        int
-	Failing         bool // the target refuses or does not answer; retrying
+	// SafeLSN is the position before which the target holds every
+	// event: the safe LSN, or the position the source resumed from or
+	// confirmed while idle when that is further.
+	SafeLSN    cdc.LSN
+	LagBytes   int64
+	LagSeconds float64
+	InFlight   int
+	Failing    bool // the target refuses or does not answer; retrying
 }
 
 // New validates cfg and wires the replicator's collaborators.
@@ -763,15 +766,27 @@ func (r *Replicator) fixIndexes() {
 	}
 }
 
-// checkpoint saves the safe LSN: never ahead of the target's acks, at most
-// once per CheckpointInterval.
-func (r *Replicator) checkpoint(ctx context.Context) {
+// durable is the position everything before which the target holds: the
+// safe LSN, or what the source already stands on when that is further —
+// the position it resumed from (a checkpoint, saved only once stored) or
+// its confirmed one (also, while nothing is pending, its idle position,
+// past every stored event). r.safe alone starts at 0 on every start and
+// stays there while the outbox is idle.
+func (r *Replicator) durable() cdc.LSN {
 	pos := r.safe
-	// While nothing is pending the source confirms its idle position,
-	// which is past every stored event; keep the checkpoint beside it.
-	if s, ok := r.src.(interface{ Confirmed() cdc.LSN }); ok && s.Confirmed() > pos {
-		pos = s.Confirmed()
+	if s, ok := r.src.(interface{ Safe() cdc.LSN }); ok {
+		pos = max(pos, s.Safe())
 	}
+	if s, ok := r.src.(interface{ Confirmed() cdc.LSN }); ok {
+		pos = max(pos, s.Confirmed())
+	}
+	return pos
+}
+
+// checkpoint saves the durable position: never ahead of the target's
+// acks, at most once per CheckpointInterval.
+func (r *Replicator) checkpoint(ctx context.Context) {
+	pos := r.durable()
 	if pos <= r.saved {
 		return
 	}
@@ -784,18 +799,17 @@ func (r *Replicator) checkpoint(ctx context.Context) {
 		return
 	}
 	r.saved = pos
-	r.m.safeLSN.Set(float64(r.saved))
 }
 
 func (r *Replicator) updateStatus() {
-	st := &Status{SafeLSN: r.safe, InFlight: r.next - r.wait, TargetConnected: r.nc.IsConnected(),
+	st := &Status{SafeLSN: r.durable(), InFlight: r.next - r.wait, TargetConnected: r.nc.IsConnected(),
 		Failing: r.recovering != nil}
 	if s, ok := r.src.(interface{ Connected() bool }); ok {
 		st.SourceConnected = s.Connected()
 	}
 	if s, ok := r.src.(interface{ ServerWALEnd() cdc.LSN }); ok {
-		if end := s.ServerWALEnd(); end > r.safe {
-			st.LagBytes = int64(end - r.safe)
+		if end := s.ServerWALEnd(); end > st.SafeLSN {
+			st.LagBytes = int64(end - st.SafeLSN)
 		}
 	}
 	for i := r.head; i < len(r.q); i++ {
@@ -804,6 +818,7 @@ func (r *Replicator) updateStatus() {
 			break
 		}
 	}
+	r.m.safeLSN.Set(float64(st.SafeLSN))
 	r.m.lagBytes.Set(float64(st.LagBytes))
 	r.m.lagSeconds.Set(st.LagSeconds)
 	r.status.Store(st)
