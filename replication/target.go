@@ -20,12 +20,19 @@ func StreamName(source string) string {
 // StreamSubject is the subject filter of a source region's stream.
 func StreamSubject(source string) string { return "qx.events." + source + ".>" }
 
-// ErrStreamConflict means the target stream exists with a subject set
-// that does not capture this source's events.
+// ErrStreamConflict means the target stream cannot be the replicator's
+// alone: an existing stream of that name does not capture exactly this
+// source's subjects, or another stream already captures them.
 var ErrStreamConflict = errors.New("target stream conflicts with the replicator's subjects")
 
+// errCodeSubjectOverlap (JSStreamSubjectOverlap) refuses a stream whose
+// subjects another stream already captures.
+const errCodeSubjectOverlap jetstream.ErrorCode = 10065
+
 // ensureStream creates the stream when absent (file storage, the given
-// duplicate window) and checks an existing one captures subject.
+// duplicate window) and checks an existing one captures subject and
+// nothing outside it: every message in the stream must be ours, or the
+// Nats-Expected-Last-Msg-Id chain and the tail read break.
 func ensureStream(ctx context.Context, js jetstream.JetStream, name, subject string, dupWindow time.Duration) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -35,6 +42,17 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, name, subject str
 			Storage:    jetstream.FileStorage,
 			Duplicates: dupWindow,
 		})
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeSubjectOverlap {
+			other, lerr := js.StreamNameBySubject(ctx, subject)
+			if lerr != nil || other == "" {
+				other = "another stream"
+			} else {
+				other = "stream " + other
+			}
+			return nil, fmt.Errorf("%w: cannot create stream %s: %s already captures %s (neither is changed; narrow its subjects, or configure its name when it is this source's stream)",
+				ErrStreamConflict, name, other, subject)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("create stream %s on %s: %w", name, subject, err)
 		}
@@ -43,9 +61,16 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, name, subject str
 	if err != nil {
 		return nil, fmt.Errorf("look up stream %s: %w", name, err)
 	}
-	if subs := s.CachedInfo().Config.Subjects; !slices.Contains(subs, subject) {
+	subs := s.CachedInfo().Config.Subjects
+	if !slices.Contains(subs, subject) {
 		return nil, fmt.Errorf("%w: stream %s has subjects %v, want %s (it is not changed; fix it or configure another stream name)",
 			ErrStreamConflict, name, subs, subject)
+	}
+	for _, sub := range subs {
+		if !subjectWithin(sub, subject) {
+			return nil, fmt.Errorf("%w: stream %s also captures %s, outside %s: messages of others would break the order checks (it is not changed; remove the subject or configure another stream name)",
+				ErrStreamConflict, name, sub, subject)
+		}
 	}
 	return s, nil
 }
@@ -91,4 +116,11 @@ func readTail(ctx context.Context, s jetstream.Stream, subject string) (tail, er
 		return tail{}, fmt.Errorf("last message %d: %w", m.Sequence, err)
 	}
 	return t, nil
+}
+
+// subjectWithin reports whether every subject that s matches falls in
+// stream, a "<prefix>.>" filter.
+func subjectWithin(s, stream string) bool {
+	prefix := strings.TrimSuffix(stream, ">")
+	return len(s) > len(prefix) && strings.HasPrefix(s, prefix)
 }
