@@ -447,3 +447,63 @@ func TestBinary_Demo(t *testing.T) {
 		t.Fatalf("demo verification:\n%s", r.stdout)
 	}
 }
+
+// TestBinary_DemoInterrupted: Ctrl-C while events stream ends the demo at
+// once with status 0, its cleanup done and no server left answering.
+func TestBinary_DemoInterrupted(t *testing.T) {
+	cmd := exec.Command(bin, "demo", "--events", "50000", "--duration", "60s")
+	var o, e syncBuffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	testenv.Eventually(t, 60*time.Second, func() bool { return strings.Contains(o.String(), "replicated") },
+		"demo shows no progress")
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("demo after Ctrl-C: %v\n%s\n%s", err, o.String(), e.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("demo did not exit within 30s of Ctrl-C\n%s", o.String())
+	}
+	out := o.String()
+	if !strings.Contains(out, "interrupted") || !strings.Contains(out, "cleaned up") {
+		t.Fatalf("demo output after Ctrl-C:\n%s\n%s", out, e.String())
+	}
+	// Logged errors (the demo logs warnings and up) would mean a
+	// replicator saw its servers vanish.
+	if strings.Contains(e.String(), "level=ERROR") || strings.Contains(e.String(), `"level":"ERROR"`) {
+		t.Errorf("errors logged on Ctrl-C:\n%s", e.String())
+	}
+	for _, m := range regexp.MustCompile(`postgres 127\.0\.0\.1:(\d+)`).FindAllStringSubmatch(out, -1) {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+m[1], time.Second); err == nil {
+			c.Close()
+			t.Errorf("postgres on port %s still answers after the demo exited", m[1])
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's writes and a test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

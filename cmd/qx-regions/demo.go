@@ -142,8 +142,17 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		}
 	}
 	rctx, stopReplicators := context.WithCancel(context.Background())
-	defer stopReplicators()
 	repDone := make(chan stopped, len(pairs))
+	running := len(pairs)
+	// On every way out (Ctrl-C, a failed writer or replicator) the
+	// replicators drain and stop before the servers under them do (the
+	// servers' cleanup was deferred earlier, so it runs later).
+	defer func() {
+		stopReplicators()
+		for ; running > 0; running-- {
+			<-repDone
+		}
+	}()
 	for _, p := range pairs {
 		go func() { repDone <- stopped{p.cfg.slot, replicate(rctx, p.cfg, log.With("pair", p.cfg.slot), nil)} }()
 		out.line("replicator %s → %s: slot %s, stream %s on %s", p.from.name, p.to.name, p.cfg.slot, p.cfg.stream, p.to.name)
@@ -177,6 +186,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 			}
 			writersDone++
 		case st := <-repDone:
+			running--
 			out.done()
 			return fmt.Errorf("replicator %s stopped: %v", st.slot, st.err)
 		case <-tick.C:
@@ -225,8 +235,9 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 			p.from.name, p.to.name, v.written, v.stored, v.missing, v.duplicated, v.outOfOrder, v.unexpected, mark)
 	}
 	stopReplicators()
-	for range pairs {
+	for ; running > 0; running-- {
 		if st := <-repDone; st.err != nil {
+			running--
 			return fmt.Errorf("replicator %s: %w", st.slot, st.err)
 		}
 	}
