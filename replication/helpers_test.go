@@ -113,6 +113,8 @@ type runner struct {
 type options struct {
 	cfg   Config
 	store CheckpointStore
+	// wrap, when set, gives the replicator this source around the stream.
+	wrap func(*cdc.Stream) Source
 }
 
 func (e *env) start(tb testing.TB, o options) *runner {
@@ -148,7 +150,11 @@ func (e *env) start(tb testing.TB, o options) *runner {
 	if o.store != nil {
 		cs = o.store
 	}
-	r, err := New(cfg, src, nc, cs, NewPGDeadLetters(e.pool, e.slot))
+	var s Source = src
+	if o.wrap != nil {
+		s = o.wrap(src)
+	}
+	r, err := New(cfg, s, nc, cs, NewPGDeadLetters(e.pool, e.slot))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -273,6 +279,41 @@ type failingStore struct{}
 
 func (failingStore) Save(context.Context, cdc.LSN) error { return errors.New("checkpoint store down") }
 
+// unconfirmed is the stream, never told what the target stored: the slot
+// keeps its position, as when the replicator is SIGKILLed before any
+// status update. (With a failingStore, nothing is checkpointed either.)
+type unconfirmed struct{ *cdc.Stream }
+
+func (unconfirmed) SetSafe(cdc.LSN) {}
+
+// slotConfirmed is the slot's confirmed_flush_lsn.
+func (e *env) slotConfirmed(tb testing.TB) cdc.LSN {
+	tb.Helper()
+	var s string
+	if err := e.pool.QueryRow(context.Background(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", e.slot).Scan(&s); err != nil {
+		tb.Fatal(err)
+	}
+	lsn, err := cdc.ParseLSN(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return lsn
+}
+
+// walLSN is the source's current WAL position.
+func (e *env) walLSN(tb testing.TB) cdc.LSN {
+	tb.Helper()
+	var s string
+	if err := e.pool.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
+		tb.Fatal(err)
+	}
+	lsn, err := cdc.ParseLSN(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return lsn
+}
+
 var _ = fmt.Sprintf
 
 // deadLetter is a row of qx_replication_dead_letters as tests read it.
@@ -352,4 +393,56 @@ func (s streamed) aggIDs() []string {
 		ids[i] = m.Headers().Get(HeaderAggregateID)
 	}
 	return ids
+}
+
+// commitTxn runs stmts in one transaction and returns its commit LSN as
+// Postgres's WAL records it (the start of its commit record, read with
+// pg_walinspect), and what the statements returned (one text column).
+func (e *env) commitTxn(tb testing.TB, stmts ...string) (cdc.LSN, []string) {
+	tb.Helper()
+	ctx := context.Background()
+	if _, err := e.pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_walinspect"); err != nil {
+		tb.Fatalf("pg_walinspect (PostgreSQL 15+ contrib, in the postgresql package): %v", err)
+	}
+	from := e.walLSN(tb)
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var out []string
+	for _, s := range stmts {
+		rows, err := tx.Query(ctx, s)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err != nil {
+				tb.Fatal(err)
+			}
+			out = append(out, v)
+		}
+		if rows.Close(); rows.Err() != nil {
+			tb.Fatal(rows.Err())
+		}
+	}
+	var xid string
+	if err := tx.QueryRow(ctx, "SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text").Scan(&xid); err != nil {
+		tb.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	var commit string
+	err = e.pool.QueryRow(ctx, `SELECT start_lsn::text FROM pg_get_wal_records_info($1::pg_lsn, pg_current_wal_lsn())
+		WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT' AND xid::text = $2`, from.String(), xid).Scan(&commit)
+	if err != nil {
+		tb.Fatalf("commit record of xid %s: %v", xid, err)
+	}
+	lsn, err := cdc.ParseLSN(commit)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return lsn, out
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/qx-platform/regions/cdc"
 	"github.com/qx-platform/regions/internal/testenv"
 )
@@ -16,45 +18,110 @@ func pgxConn(ctx context.Context, dsn string) (*pgx.Conn, error) { return pgx.Co
 const stream = "QX_EVENTS_US_EAST_1"
 
 func TestReplicator_MessageFormat(t *testing.T) {
-	ctx := t.Context()
-	n := testenv.StartNATS(t, testenv.NATSOptions{})
-	e := newEnv(t, pg, n)
-	_, err := e.pool.Exec(ctx, `INSERT INTO qx_outbox (event_id, tenant_id, aggregate_type, aggregate_id, event_type, payload, headers) VALUES
-		('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'tenant 1', 'order', 'o-1', 'order.created', '{"total": 12}',
-		 '{"traceparent": "00-abc-01", "Qx-Tenant-Id": "forged", "nats-msg-id": "forged", "n": 5}')`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.start(t, options{})
-	waitStream(t, n.URL(), stream, 1, 20*time.Second)
-	got := readStream(t, n.URL(), stream)
-	m := got.msg[0]
-	if want := "qx.events.us-east-1.order.order.created"; m.Subject() != want {
-		t.Errorf("subject: got %q, want %q", m.Subject(), want)
-	}
-	if string(m.Data()) != `{"total": 12}` {
-		t.Errorf("body: got %q", m.Data())
-	}
-	h := m.Headers()
-	for k, want := range map[string]string{
-		HeaderMsgID:         "us-east-1:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-		HeaderSourceRegion:  "us-east-1",
-		HeaderEventID:       "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-		HeaderTenantID:      "tenant 1",
-		HeaderEventType:     "order.created",
-		HeaderAggregateType: "order",
-		HeaderAggregateID:   "o-1",
-		"traceparent":       "00-abc-01",
-	} {
-		if got := h.Get(k); got != want {
-			t.Errorf("header %s: got %q, want %q", k, got, want)
+	t.Run("default mapping", func(t *testing.T) {
+		n := testenv.StartNATS(t, testenv.NATSOptions{})
+		e := newEnv(t, pg, n)
+		c1, ids1 := e.commitTxn(t, `INSERT INTO qx_outbox (event_id, tenant_id, aggregate_type, aggregate_id, event_type, payload, headers) VALUES
+			('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'tenant 1', 'order', 'o-1', 'order.created', '{"total": 12}',
+			 '{"traceparent": "00-abc-01", "Qx-Tenant-Id": "forged", "nats-msg-id": "forged", "n": 5}') RETURNING event_id::text`)
+		row := `INSERT INTO qx_outbox (tenant_id, aggregate_type, aggregate_id, event_type, payload) VALUES ('t', 'order', 'o-2', 'x', '{}') RETURNING event_id::text`
+		c2, ids2 := e.commitTxn(t, row, row, row)
+		e.start(t, options{})
+		waitStream(t, n.URL(), stream, 4, 20*time.Second)
+		got := readStream(t, n.URL(), stream)
+		m := got.msg[0]
+		if want := "qx.events.us-east-1.order.order.created"; m.Subject() != want {
+			t.Errorf("subject: got %q, want %q", m.Subject(), want)
 		}
-	}
-	if h.Get("n") != "" {
-		t.Errorf("non-string header entry became a header: %q", h.Get("n"))
-	}
-	if p, err := ParsePosition(h.Get(HeaderSourceLSN)); err != nil || p.Index != 0 || p.LSN == 0 {
-		t.Errorf("Qx-Source-LSN %q: %v", h.Get(HeaderSourceLSN), err)
+		if string(m.Data()) != `{"total": 12}` {
+			t.Errorf("body: got %q", m.Data())
+		}
+		h := m.Headers()
+		for k, want := range map[string]string{
+			HeaderMsgID:         "us-east-1:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+			HeaderSourceRegion:  "us-east-1",
+			HeaderEventID:       "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+			HeaderTenantID:      "tenant 1",
+			HeaderEventType:     "order.created",
+			HeaderAggregateType: "order",
+			HeaderAggregateID:   "o-1",
+			"traceparent":       "00-abc-01",
+		} {
+			if got := h.Get(k); got != want {
+				t.Errorf("header %s: got %q, want %q", k, got, want)
+			}
+		}
+		if h.Get("n") != "" {
+			t.Errorf("non-string header entry became a header: %q", h.Get("n"))
+		}
+		// Qx-Source-LSN is the transaction's commit LSN (as Postgres's WAL
+		// has it) and the event's index in it; ids are the event ids.
+		wantPos := []Position{{c1, 0}, {c2, 0}, {c2, 1}, {c2, 2}}
+		wantIDs := append(ids1, ids2...)
+		for i, m := range got.msg {
+			if got, want := m.Headers().Get(HeaderSourceLSN), wantPos[i].String(); got != want {
+				t.Errorf("message %d: %s %q, want %q", i, HeaderSourceLSN, got, want)
+			}
+			if got, want := m.Headers().Get(HeaderMsgID), source+":"+wantIDs[i]; got != want {
+				t.Errorf("message %d: %s %q, want %q", i, HeaderMsgID, got, want)
+			}
+		}
+		checkChain(t, got)
+	})
+
+	t.Run("no event_id in the mapping, custom subject template", func(t *testing.T) {
+		n := testenv.StartNATS(t, testenv.NATSOptions{})
+		e := newEnv(t, pg, n)
+		e.mapping.Columns[cdc.FieldEventID] = ""
+		c, _ := e.commitTxn(t, `INSERT INTO qx_outbox (tenant_id, aggregate_type, aggregate_id, event_type, payload) VALUES
+			('tenant 1', 'order', 'o.1', 'order.created', '{}'),
+			('t2', 'order', 'o-2', 'x', '{}')`)
+		e.start(t, options{cfg: Config{SubjectTemplate: "qx.events.{source}.{tenant_id}.{aggregate_id}.{event_type}"}})
+		waitStream(t, n.URL(), stream, 2, 20*time.Second)
+		got := readStream(t, n.URL(), stream)
+		for i, want := range []struct{ subject, id string }{
+			{"qx.events.us-east-1.tenant_1.o_1.order.created", source + ":" + Position{c, 0}.String()},
+			{"qx.events.us-east-1.t2.o-2.x", source + ":" + Position{c, 1}.String()},
+		} {
+			m := got.msg[i]
+			if m.Subject() != want.subject {
+				t.Errorf("message %d: subject %q, want %q", i, m.Subject(), want.subject)
+			}
+			h := m.Headers()
+			if h.Get(HeaderMsgID) != want.id {
+				t.Errorf("message %d: %s %q, want the fallback %q", i, HeaderMsgID, h.Get(HeaderMsgID), want.id)
+			}
+			if got, want := source+":"+h.Get(HeaderSourceLSN), want.id; got != want {
+				t.Errorf("message %d: %s %q, want it to be the id's position %q", i, HeaderSourceLSN, got, want)
+			}
+			if v, ok := h[HeaderEventID]; ok {
+				t.Errorf("message %d: %s %q without an event_id column", i, HeaderEventID, v)
+			}
+		}
+		checkChain(t, got)
+	})
+}
+
+// checkChain checks the chaining headers of the stored messages: the first
+// expects the (empty) stream's last sequence, each next one names its
+// predecessor's id.
+func checkChain(tb testing.TB, got streamed) {
+	tb.Helper()
+	for i, m := range got.msg {
+		h := m.Headers()
+		if i == 0 {
+			if seq, id := h.Get(HeaderExpectedLastSeq), h.Get(HeaderExpectedLastID); seq != "0" || id != "" {
+				tb.Errorf("first message: %s %q, %s %q; want 0 and none", HeaderExpectedLastSeq, seq, HeaderExpectedLastID, id)
+			}
+			continue
+		}
+		prev := got.msg[i-1].Headers().Get(HeaderMsgID)
+		if got := h.Get(HeaderExpectedLastID); got != prev {
+			tb.Errorf("message %d: %s %q, want its predecessor %q", i, HeaderExpectedLastID, got, prev)
+		}
+		if _, ok := h[HeaderExpectedLastSeq]; ok {
+			tb.Errorf("message %d: carries %s too", i, HeaderExpectedLastSeq)
+		}
 	}
 }
 
@@ -179,25 +246,52 @@ func TestReplicator_PostgresRestart(t *testing.T) {
 	readStream(t, n.URL(), stream).check(t, want)
 }
 
-// A replicator that forwarded events but never got to checkpoint them
-// (as if killed each time just before), restarted after the duplicate
-// window passed: the stream's dedup cannot help, the tail must.
+// A replicator that forwarded events but never confirmed or checkpointed
+// them (as if SIGKILLed), restarted after the duplicate window passed: the
+// whole history replays, the stream's dedup cannot help, the tail must.
 func TestReplicator_BeyondDuplicateWindow(t *testing.T) {
+	const window = time.Second
 	n := testenv.StartNATS(t, testenv.NATSOptions{})
 	e := newEnv(t, pg, n)
 	e.insert(t, 10, 100)
-	r := e.start(t, options{cfg: Config{DuplicateWindow: time.Second}, store: failingStore{}})
+	r := e.start(t, options{cfg: Config{DuplicateWindow: window}, store: failingStore{},
+		wrap: func(s *cdc.Stream) Source { return unconfirmed{s} }})
 	waitStream(t, n.URL(), stream, 1000, 30*time.Second)
 	r.stop(t)
-	time.Sleep(1500 * time.Millisecond) // let the duplicate window pass
+	first := readStream(t, n.URL(), stream)
+	first.check(t, 1000)
+	if c := e.slotConfirmed(t); c >= first.pos[0].LSN {
+		t.Fatalf("slot confirmed %s, at or past the first event %s: nothing would replay", c, first.pos[0])
+	}
+
+	// Let the duplicate window pass, as the server keeps it: from the
+	// newest message's store time.
+	nc, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := s.CachedInfo().State.LastTime
+	testenv.Eventually(t, 10*time.Second, func() bool { return time.Since(last) > 2*window },
+		"duplicate window of the last message")
+
 	e.insert(t, 5, 100)
-	r2 := e.start(t, options{cfg: Config{DuplicateWindow: time.Second}})
-	waitStream(t, n.URL(), stream, 1500, 30*time.Second)
+	end := e.walLSN(t)
+	r2 := e.start(t, options{cfg: Config{DuplicateWindow: window}})
+	// Every transaction up to end handled (replayed ones skipped, new
+	// ones stored), so no late duplicate can still come.
+	testenv.Eventually(t, 30*time.Second, func() bool { return r2.r.Status().SafeLSN >= end },
+		"the restarted replicator did not get past %s", end)
 	r2.stop(t)
 	readStream(t, n.URL(), stream).check(t, 1500)
-
-	// And with the first replicator still unchecked while a second runs
-	// into refusals mid-stream (its window is resent after the tail moved).
+	if dead := e.deadLetters(t); len(dead) != 0 {
+		t.Fatalf("%d dead letters, want none (first: %+v)", len(dead), dead[0])
+	}
 }
 
 func TestReplicator_DeadLetters(t *testing.T) {
