@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -396,15 +397,16 @@ func (s streamed) aggIDs() []string {
 }
 
 // commitTxn runs stmts in one transaction and returns its commit LSN as
-// Postgres's WAL records it (the start of its commit record, read with
-// pg_walinspect), and what the statements returned (one text column).
+// Postgres decodes it (read from a probe slot of its own, with pglogrepl's
+// parser, not cdc's), and what the statements returned (one text column).
 func (e *env) commitTxn(tb testing.TB, stmts ...string) (cdc.LSN, []string) {
 	tb.Helper()
 	ctx := context.Background()
-	if _, err := e.pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_walinspect"); err != nil {
-		tb.Fatalf("pg_walinspect (PostgreSQL 15+ contrib, in the postgresql package): %v", err)
+	const probe = "qx_test_probe"
+	if _, err := e.pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", probe); err != nil {
+		tb.Fatal(err)
 	}
-	from := e.walLSN(tb)
+	defer e.pool.Exec(ctx, "SELECT pg_drop_replication_slot($1)", probe)
 	tx, err := e.pool.Begin(ctx)
 	if err != nil {
 		tb.Fatal(err)
@@ -427,22 +429,34 @@ func (e *env) commitTxn(tb testing.TB, stmts ...string) (cdc.LSN, []string) {
 			tb.Fatal(rows.Err())
 		}
 	}
-	var xid string
-	if err := tx.QueryRow(ctx, "SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text").Scan(&xid); err != nil {
-		tb.Fatal(err)
-	}
 	if err := tx.Commit(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	var commit string
-	err = e.pool.QueryRow(ctx, `SELECT start_lsn::text FROM pg_get_wal_records_info($1::pg_lsn, pg_current_wal_lsn())
-		WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT' AND xid::text = $2`, from.String(), xid).Scan(&commit)
-	if err != nil {
-		tb.Fatalf("commit record of xid %s: %v", xid, err)
-	}
-	lsn, err := cdc.ParseLSN(commit)
+	rows, err := e.pool.Query(ctx, `SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+		'proto_version', '1', 'publication_names', $2)`, probe, cdc.DefaultPublication)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return lsn, out
+	defer rows.Close()
+	var commits []cdc.LSN
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			tb.Fatal(err)
+		}
+		m, err := pglogrepl.Parse(data)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if c, ok := m.(*pglogrepl.CommitMessage); ok {
+			commits = append(commits, c.CommitLSN)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	if len(commits) != 1 {
+		tb.Fatalf("probe slot decoded %d transactions, want 1", len(commits))
+	}
+	return commits[0], out
 }
