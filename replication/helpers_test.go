@@ -116,6 +116,8 @@ type options struct {
 	store CheckpointStore
 	// wrap, when set, gives the replicator this source around the stream.
 	wrap func(*cdc.Stream) Source
+	// logger, when set, receives the replicator's log.
+	logger *slog.Logger
 }
 
 func (e *env) start(tb testing.TB, o options) *runner {
@@ -139,6 +141,9 @@ func (e *env) start(tb testing.TB, o options) *runner {
 	cfg.SourceRegion, cfg.TargetRegion = source, "eu-west-1"
 	cfg.Mapping = &e.mapping
 	cfg.Logger = quiet()
+	if o.logger != nil {
+		cfg.Logger = o.logger
+	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MinBackoff, cfg.MaxBackoff = 20*time.Millisecond, 300*time.Millisecond
 	}

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
@@ -218,6 +219,11 @@ type Replicator struct {
 	// maxMsgSize is the stream's max_msg_size (0: none), read with its
 	// tail.
 	maxMsgSize int
+
+	// Catch-up logging (noteLag): since when the lag is large, and the
+	// events forwarded by then.
+	behindSince                time.Time
+	forwarded, behindForwarded uint64
 
 	status atomic.Pointer[Status]
 }
@@ -744,6 +750,7 @@ func (r *Replicator) pop(ctx context.Context, e *entry) bool {
 		r.ackedID, r.ackedPos = e.id, e.pos
 		r.headSeq = max(r.headSeq, e.seq)
 		r.m.forwarded.Inc()
+		r.forwarded++
 		r.m.bytes.Add(float64(len(e.msg.Data)))
 		if !r.failingSince.IsZero() && r.recovering == nil {
 			r.log.Info("target recovered", "after", time.Since(r.failingSince).Round(time.Millisecond).String())
@@ -818,10 +825,30 @@ func (r *Replicator) updateStatus() {
 			break
 		}
 	}
+	r.noteLag(st.LagSeconds)
 	r.m.safeLSN.Set(float64(st.SafeLSN))
 	r.m.lagBytes.Set(float64(st.LagBytes))
 	r.m.lagSeconds.Set(st.LagSeconds)
 	r.status.Store(st)
+}
+
+// behindAfter is the age of the oldest unacknowledged event from which the
+// replicator logs that it is catching up; once nothing older than
+// caughtUpUnder is pending it logs that it caught up. (Variables for tests.)
+var behindAfter, caughtUpUnder = 5 * time.Second, time.Second
+
+// noteLag logs the two state changes of the lag: catching up (a backlog
+// after a start or an outage, or a target too slow) and caught up.
+func (r *Replicator) noteLag(lag float64) {
+	switch {
+	case r.behindSince.IsZero() && lag >= behindAfter.Seconds():
+		r.behindSince, r.behindForwarded = time.Now(), r.forwarded
+		r.log.Info("catching up", "lag_seconds", math.Round(lag*10)/10)
+	case !r.behindSince.IsZero() && lag < caughtUpUnder.Seconds():
+		r.log.Info("caught up", "after", time.Since(r.behindSince).Round(time.Millisecond).String(),
+			"events", r.forwarded-r.behindForwarded)
+		r.behindSince = time.Time{}
+	}
 }
 
 // shutdown waits (bounded) for the in-flight window, then saves the
