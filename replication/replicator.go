@@ -225,6 +225,9 @@ type Replicator struct {
 	behindSince                time.Time
 	forwarded, behindForwarded uint64
 
+	// reconnected hears the NATS connection come back (see pause).
+	reconnected chan nats.Status
+
 	status atomic.Pointer[Status]
 }
 
@@ -278,6 +281,8 @@ func (r *Replicator) Status() Status { return *r.status.Load() }
 // window, saves the checkpoint, lets the source confirm it, and returns nil)
 // or the source fails for good (it returns that error).
 func (r *Replicator) Run(ctx context.Context) error {
+	r.reconnected = r.nc.StatusChanged(nats.CONNECTED)
+	defer r.nc.RemoveStatusListener(r.reconnected)
 	if err := r.connectTarget(ctx); err != nil {
 		return err
 	}
@@ -648,10 +653,30 @@ func isWrongLast(err error) bool {
 // resends from the first unacknowledged event.
 func (r *Replicator) fail(err error) {
 	r.recovering = err
+	// Only a reconnect after this failure may cut a pause short.
+	for len(r.reconnected) > 0 {
+		<-r.reconnected
+	}
 	if r.failingSince.IsZero() {
 		r.failingSince = time.Now()
 		r.log.Warn("publish failed, resending from the first unacknowledged event", "err", err)
 	}
+}
+
+// pause waits d before a resend, or less: a NATS connection that comes
+// back (a restarted server, a healed link) ends the wait and restarts the
+// backoff, so the resend does not sit out a delay grown during the outage.
+func (r *Replicator) pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	case <-r.reconnected:
+		r.backoff = r.cfg.MinBackoff / 2 // doubled below
+	}
+	return nil
 }
 
 // recover runs when the window has settled after a failure.
@@ -684,7 +709,7 @@ func (r *Replicator) recover(ctx context.Context) error {
 		r.maxMsgSize = t.maxMsgSize
 		r.reconcile = false
 	}
-	if err := sleepCtx(ctx, jitter(r.backoff)); err != nil {
+	if err := r.pause(ctx, jitter(r.backoff)); err != nil {
 		return err
 	}
 	r.backoff = min(2*r.backoff, r.cfg.MaxBackoff)
