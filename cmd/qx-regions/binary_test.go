@@ -333,6 +333,34 @@ func TestBinary_Replicate(t *testing.T) {
 		!strings.Contains(st["source_dsn"].(string), "xxxxx") || st["stream"].(map[string]any)["duplicate_window"] != "2m0s" {
 		t.Errorf("status: %v", st)
 	}
+	// The figures against the database's and the stream's own: once the
+	// checkpoint has caught up, it, the slot's confirmed position and the
+	// lag agree with what Postgres reports.
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		st := status()
+		return st["checkpoint_lsn"] == st["slot"].(map[string]any)["confirmed_flush_lsn"]
+	}, "checkpoint never reached the slot's confirmed position")
+	var confirmedNow string
+	var retained int64
+	if err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots
+		WHERE slot_name = 'qx_us_east_1_to_eu_west_1'`).Scan(&confirmedNow, &retained); err != nil {
+		t.Fatal(err)
+	}
+	st = status()
+	slot = st["slot"].(map[string]any)
+	stream := st["stream"].(map[string]any)
+	if slot["confirmed_flush_lsn"] != confirmedNow || st["checkpoint_lsn"] != confirmedNow {
+		t.Errorf("status: confirmed %v, checkpoint %v; the slot says %s", slot["confirmed_flush_lsn"], st["checkpoint_lsn"], confirmedNow)
+	}
+	if rw := slot["retained_wal_bytes"].(float64); rw <= 0 || rw > float64(retained)+16<<20 {
+		t.Errorf("status: retained WAL %v bytes, Postgres says about %d", rw, retained)
+	}
+	if stream["messages"] != float64(500) || stream["last_sequence"] != float64(500) || stream["first_sequence"] != float64(1) {
+		t.Errorf("status stream: %v, want 500 messages, sequences 1..500", stream)
+	}
+	if lag := st["lag_bytes"].(float64); lag < 0 || lag > 16<<20 {
+		t.Errorf("status: lag %v bytes on an idle outbox", lag)
+	}
 	if r := runBin(t, env, "status"); r.code != 0 || !strings.Contains(r.stdout, "dead letters") {
 		t.Errorf("status table: %d\n%s", r.code, r.stdout)
 	}
