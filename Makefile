@@ -32,6 +32,7 @@ demo: build
 bench:
 	@out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
 	{ $(GO) test -run '^$$' -bench 'Stream_Backlog$$' -benchtime 1x -count $(or $(BENCH_COUNT),3) -timeout 10m ./cdc; \
+	  $(GO) test -run '^$$' -bench 'Stream_LargeTransaction$$' -benchtime 1x -timeout 10m ./cdc; \
 	  $(GO) test -run '^$$' -bench 'Replicator_' -benchtime 1x -count $(or $(BENCH_COUNT),3) -timeout 20m ./replication; \
 	  $(GO) test -p 1 -run '^$$' -bench . -benchtime 200ms -timeout 5m ./resolver ./router; \
 	} 2>&1 | tee "$$out"; \
