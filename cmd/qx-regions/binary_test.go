@@ -41,10 +41,10 @@ func TestMain(m *testing.M) {
 	out, err := exec.Command("go", "build", "-race", "-o", bin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build qx-regions: %v\n%s", err, out)
+		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	testenv.MainPostgres(m, &pg)
+	testenv.MainPostgres(m, &pg, func() { os.RemoveAll(dir) })
 }
 
 const secret = "s3cret-Pw-7781"

@@ -174,18 +174,25 @@ func StartPostgres(opts PGOptions) (*Postgres, error) {
 }
 
 // MainPostgres starts the package's cluster for TestMain, runs the tests and
-// removes the cluster. It exits the process with the tests' status.
+// removes the cluster, then runs cleanups (it exits the process, so a
+// TestMain's own defers would never run). It exits with the tests' status.
 //
 //	func TestMain(m *testing.M) { testenv.MainPostgres(m, &pg) }
-func MainPostgres(m *testing.M, pg **Postgres) {
+func MainPostgres(m *testing.M, pg **Postgres, cleanups ...func()) {
 	p, err := StartPostgres(PGOptions{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
+		for _, c := range cleanups {
+			c()
+		}
 		os.Exit(1)
 	}
 	*pg = p
 	code := m.Run()
 	p.Close()
+	for _, c := range cleanups {
+		c()
+	}
 	os.Exit(code)
 }
 
