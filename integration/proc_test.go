@@ -1,12 +1,10 @@
 package integration
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,28 +17,10 @@ import (
 type proc struct {
 	name    string
 	cmd     *exec.Cmd
-	stderr  *syncBuffer
+	stderr  *testenv.Buffer
 	started time.Time
 	exited  chan struct{}
 	state   *os.ProcessState // valid once exited is closed
-}
-
-// syncBuffer is a bytes.Buffer that a process writes while tests read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // environ is the test process's environment without any QX_ setting (so
@@ -63,7 +43,7 @@ func environ(env map[string]string) []string {
 // set), logs its stderr.
 func startProc(tb testing.TB, name string, env map[string]string, args ...string) *proc {
 	tb.Helper()
-	p := &proc{name: name, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{name: name, stderr: &testenv.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Env = environ(env)
 	p.cmd.Stdout = p.stderr // setup prints one line; keep it with the logs

@@ -1,11 +1,9 @@
 package replication
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +23,7 @@ func TestReplicator_CatchUpLog(t *testing.T) {
 	old := time.Now()
 	testenv.Eventually(t, 5*time.Second, func() bool { return time.Since(old) > 2*behindAfter })
 
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	e.start(t, options{logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	waitStream(t, n.URL(), stream, 2000, 30*time.Second)
 	testenv.Eventually(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "caught up") },
@@ -44,21 +42,4 @@ func TestReplicator_CatchUpLog(t *testing.T) {
 	} else if fmt.Sscanf(out[i:], "events=%d", &got); got <= 0 || got > 2000 {
 		t.Errorf("caught up after %d events, want 1..2000:\n%s", got, out)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

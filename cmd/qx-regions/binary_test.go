@@ -480,7 +480,7 @@ func TestBinary_Demo(t *testing.T) {
 // once with status 0, its cleanup done and no server left answering.
 func TestBinary_DemoInterrupted(t *testing.T) {
 	cmd := exec.Command(bin, "demo", "--events", "50000", "--duration", "60s")
-	var o, e syncBuffer
+	var o, e testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -516,22 +516,4 @@ func TestBinary_DemoInterrupted(t *testing.T) {
 			t.Errorf("postgres on port %s still answers after the demo exited", m[1])
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's writes and a test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
