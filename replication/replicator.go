@@ -698,9 +698,14 @@ func (r *Replicator) recover(ctx context.Context) error {
 			if e.commit == nil && t.pos.Less(e.pos) {
 				break
 			}
-			if e.commit == nil && e.reusedSeq == 0 {
-				e.acked, e.dead = true, nil // the stream holds it
+			if e.commit == nil && e.reusedSeq == 0 && e.dead == nil {
+				e.acked = true // the stream holds it
 			}
+			// A dead entry stays dead: the stream's tail proves nothing
+			// about it, as the message after it was chained past it. It
+			// is dead-lettered (pop); if an earlier attempt stored it
+			// with its ack lost, it is then both in the stream and in
+			// the dead letters, never in neither.
 			if !r.pop(ctx, e) {
 				return ctx.Err()
 			}
