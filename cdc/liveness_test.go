@@ -85,3 +85,16 @@ func portOf(tb testing.TB, dsn string) string {
 	}
 	return rest[:strings.IndexAny(rest, "/?")]
 }
+
+// Without a ReceiveTimeout the silence limit follows the server's
+// wal_sender_timeout (60s by default): twice it.
+func TestStream_SilenceLimitFollowsServer(t *testing.T) {
+	f := newFixture(t, pg)
+	r := startStream(t, Config{DSN: f.dsn, Slot: f.slot})
+	f.insertTx(t, 1, "t")
+	r.collect(t, 1, true) // streaming: the session has read the setting
+	r.stop()
+	if got, want := r.s.receiveTimeout, 2*time.Minute; got != want {
+		t.Fatalf("silence limit %v, want %v (twice wal_sender_timeout)", got, want)
+	}
+}

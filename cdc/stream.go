@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -48,11 +50,13 @@ type Config struct {
 	// default 10s. (A replicator that was just killed leaves its walsender
 	// behind for a moment.) After a stream has run, reconnects wait forever.
 	SlotInUseWait time.Duration
-	// ReceiveTimeout is how long the server may stay silent before the
+	// ReceiveTimeout is how long the server may send no byte before the
 	// connection counts as dead (a half-open TCP connection after a
-	// partition or a lost host); default 30s. From half of it on, status
-	// updates ask the server for a reply, which an idle walsender would
-	// otherwise never send.
+	// partition or a lost host). From half of it on, status updates ask
+	// the server for a reply, which an idle walsender would otherwise
+	// never send. Default: twice the server's wal_sender_timeout, at least
+	// 30s (a walsender busy decoding a large transaction it filters out
+	// reads our requests only every wal_sender_timeout/2).
 	ReceiveTimeout time.Duration
 	// Logger receives state changes (connected, retrying, recovered); nil
 	// means slog.Default().
@@ -98,10 +102,7 @@ func (c *Config) validate() error {
 	if c.SlotInUseWait <= 0 {
 		c.SlotInUseWait = 10 * time.Second
 	}
-	if c.ReceiveTimeout <= 0 {
-		c.ReceiveTimeout = 30 * time.Second
-	}
-	if c.ReceiveTimeout < 2*c.StatusInterval {
+	if c.ReceiveTimeout < 0 || (c.ReceiveTimeout > 0 && c.ReceiveTimeout < 2*c.StatusInterval) {
 		return fmt.Errorf("cdc: Config.ReceiveTimeout %v is below twice the status interval %v", c.ReceiveTimeout, c.StatusInterval)
 	}
 	if c.Logger == nil {
@@ -127,6 +128,8 @@ type Stream struct {
 	connected atomic.Bool
 
 	mappingChecked bool
+	lastRead       atomic.Int64  // unix ns of the last byte from the server
+	receiveTimeout time.Duration // the session's silence limit
 
 	// Owned by the Run goroutine.
 	rels       map[uint32]*relation
@@ -211,7 +214,6 @@ func (s *Stream) Run(ctx context.Context) error {
 		sessionStart := time.Now()
 		delivered := s.delivLSN
 		streamed, err := s.session(ctx)
-		err = classify(err)
 		everStreamed = everStreamed || streamed
 		// Progress resets the backoff: a session that delivered something
 		// new or streamed for a while. An error that comes back right
@@ -255,20 +257,6 @@ func (s *Stream) Run(ctx context.Context) error {
 // when it delivered nothing new.
 const progressSession = 10 * time.Second
 
-// classify turns a server error that means the slot cannot serve its
-// events any more into ErrSlotLost. (An invalidated slot's 55000 "can no
-// longer get changes" needs no mapping: the next session's slot check reads
-// wal_status = 'lost'.)
-func classify(err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "58P01" {
-		// undefined_file while streaming: "requested WAL segment ... has
-		// already been removed". The events in it are gone.
-		return fmt.Errorf("%w: %w", ErrSlotLost, err)
-	}
-	return err
-}
-
 func fatal(err error) bool {
 	for _, e := range []error{ErrSlotMissing, ErrSlotLost, ErrSlotPlugin, ErrOutboxTable, ErrBadName} {
 		if errors.Is(err, e) {
@@ -311,6 +299,14 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 	pcfg.RuntimeParams["DateStyle"] = "ISO"
 	pcfg.RuntimeParams["TimeZone"] = "UTC"
 	pcfg.RuntimeParams["bytea_output"] = "hex"
+	dial := pcfg.DialFunc
+	pcfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &readClock{Conn: c, last: &s.lastRead}, nil
+	}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	conn, err := pgconn.ConnectConfig(cctx, pcfg)
 	cancel()
@@ -330,6 +326,9 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 		s.mappingChecked = true
 	}
 	if err := s.checkSlot(ctx, conn, pcfg.Database); err != nil {
+		return false, err
+	}
+	if s.receiveTimeout, err = s.silenceLimit(ctx, conn); err != nil {
 		return false, err
 	}
 	start := s.Safe()
@@ -391,6 +390,43 @@ func endCopy(conn *pgconn.PgConn) {
 	}
 }
 
+// silenceLimit is Config.ReceiveTimeout, or by default twice the server's
+// wal_sender_timeout, at least 30s (2 minutes when the server's timeout
+// is off).
+func (s *Stream) silenceLimit(ctx context.Context, conn *pgconn.PgConn) (time.Duration, error) {
+	if s.cfg.ReceiveTimeout > 0 {
+		return s.cfg.ReceiveTimeout, nil
+	}
+	res, err := conn.Exec(ctx, "SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout'").ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("read wal_sender_timeout: %w", err)
+	}
+	ms := int64(60_000) // the server's default
+	if len(res) > 0 && len(res[0].Rows) > 0 {
+		if v, err := strconv.ParseInt(string(res[0].Rows[0][0]), 10, 64); err == nil {
+			ms = v
+		}
+	}
+	if ms <= 0 {
+		return 2 * time.Minute, nil
+	}
+	return max(30*time.Second, 2*time.Duration(ms)*time.Millisecond), nil
+}
+
+// readClock notes when the server last sent a byte (see receive).
+type readClock struct {
+	net.Conn
+	last *atomic.Int64
+}
+
+func (c *readClock) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
 // checkMapping validates the mapping against the live outbox table once, at
 // the first connection, so a missing column or an unusable type stops the
 // stream at start rather than when the first outbox row arrives.
@@ -443,13 +479,20 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn) error {
 	// lastHeard is when the server last sent something while we were
 	// reading (time spent handing batches to a slow consumer does not
 	// count as the server's silence).
+	// Bytes count, not whole messages: a large row over a slow link takes
+	// many reads.
 	lastHeard := time.Now()
+	timeout := s.receiveTimeout
 	for {
 		if !time.Now().Before(nextStatus) {
-			if time.Since(lastHeard) > s.cfg.ReceiveTimeout {
-				return fmt.Errorf("%w: nothing for %v", errServerSilent, time.Since(lastHeard).Round(time.Second))
+			if t := s.lastRead.Load(); t > lastHeard.UnixNano() {
+				lastHeard = time.Unix(0, t)
 			}
-			if err := s.sendStatus(conn, time.Since(lastHeard) >= s.cfg.ReceiveTimeout/2); err != nil {
+			silent := time.Since(lastHeard)
+			if silent > timeout {
+				return fmt.Errorf("%w: nothing for %v", errServerSilent, silent.Round(time.Second))
+			}
+			if err := s.sendStatus(conn, silent >= timeout/2); err != nil {
 				return err
 			}
 			nextStatus = time.Now().Add(s.cfg.StatusInterval)
