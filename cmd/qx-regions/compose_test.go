@@ -65,6 +65,15 @@ func TestCompose_Catches(t *testing.T) {
 		{"floating image tag", func(f *composeFile) {
 			f.Services["nats-us-east-1"].Image = "nats:alpine"
 		}, `image "nats:alpine" is not pinned`},
+		{"DSN credentials", func(f *composeFile) {
+			f.Services["postgres-us-east-1"].Environment["POSTGRES_PASSWORD"] = envValue("other")
+		}, "is not postgres-us-east-1's POSTGRES_PASSWORD"},
+		{"DSN database", func(f *composeFile) {
+			f.Services["postgres-us-east-1"].Environment["POSTGRES_DB"] = envValue("orders")
+		}, "creates user qx with database orders"},
+		{"pg_isready user", func(f *composeFile) {
+			f.Services["postgres-eu-west-1"].Environment["POSTGRES_USER"] = envValue("app")
+		}, "healthcheck pg_isready -U qx, but the image creates user app"},
 		{"wal_level", func(f *composeFile) {
 			f.Services["postgres-us-east-1"].Command = composeCommand{"postgres"}
 		}, "wal_level=logical"},
@@ -480,6 +489,17 @@ func checkPostgres(name string, s *composeService, add func(string, ...any)) {
 	}
 	if !s.healthy() {
 		add("%s: Postgres has no healthcheck", name)
+		return
+	}
+	// pg_isready must ask for the account the image creates, or it
+	// reports a Postgres that is up as ready too early or never.
+	if t := s.Healthcheck.Test; !t.shell && len(t.args) > 0 && t.args[0] == "pg_isready" {
+		user, _, db := postgresAccount(s)
+		for i := 1; i+1 < len(t.args); i++ {
+			if (t.args[i] == "-U" && t.args[i+1] != user) || (t.args[i] == "-d" && t.args[i+1] != db) {
+				add("%s: healthcheck pg_isready %s %s, but the image creates user %s with database %s", name, t.args[i], t.args[i+1], user, db)
+			}
+		}
 	}
 }
 
@@ -604,7 +624,7 @@ func checkPairs(f *composeFile, regionsSeen map[string]bool, pairs []pairService
 			add("%s: replicates %s → %s, but the stack's regions are %v", p.name, c.source, c.target, sortedNames(regionsSeen))
 			continue
 		}
-		checkSourceDSN(p, add)
+		checkSourceDSN(f, p, add)
 		if p.cmd != "replicate" {
 			continue
 		}
@@ -651,7 +671,7 @@ func checkPairs(f *composeFile, regionsSeen map[string]bool, pairs []pairService
 
 // checkSourceDSN checks that the pair reads its own region's Postgres, and
 // waits for it to be healthy.
-func checkSourceDSN(p pairService, add func(string, ...any)) {
+func checkSourceDSN(f *composeFile, p pairService, add func(string, ...any)) {
 	want := "postgres-" + p.cfg.source
 	pc, err := pgconn.ParseConfig(p.cfg.sourceDSN)
 	if err != nil {
@@ -668,6 +688,29 @@ func checkSourceDSN(p pairService, add func(string, ...any)) {
 	if p.svc.DependsOn[want] != "service_healthy" {
 		add("%s must wait for %s to be healthy (depends_on condition service_healthy)", p.name, want)
 	}
+	// The credentials the postgres image creates at its first start.
+	if pg := f.Services[want]; pg != nil {
+		user, password, db := postgresAccount(pg)
+		if pc.User != user || pc.Database != db {
+			add("%s connects as %s to database %s, but %s creates user %s with database %s", p.name, pc.User, pc.Database, want, user, db)
+		}
+		if pc.Password != password {
+			add("%s: the password in QX_REPLICATION__SOURCE_DSN is not %s's POSTGRES_PASSWORD", p.name, want)
+		}
+	}
+}
+
+// postgresAccount is the user, password and database that the official
+// postgres image creates from its environment.
+func postgresAccount(s *composeService) (user, password, db string) {
+	get := func(k, def string) string {
+		if v := s.Environment[k]; v != nil && *v != "" {
+			return *v
+		}
+		return def
+	}
+	user = get("POSTGRES_USER", "postgres")
+	return user, get("POSTGRES_PASSWORD", ""), get("POSTGRES_DB", user)
 }
 
 // checkTargetNATS checks that the replicator publishes to the target
