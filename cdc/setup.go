@@ -74,6 +74,11 @@ func CheckPrerequisites(ctx context.Context, conn *pgx.Conn, m Mapping, slot str
 	return nil
 }
 
+// PublicationOptions are the options of the publication that
+// EnsurePublication creates: inserts only, a partitioned outbox's rows
+// under the partitioned table's name.
+const PublicationOptions = "publish = 'insert', publish_via_partition_root = true"
+
 // EnsurePublication creates the publication of the outbox table, for
 // inserts only, unless it exists. An existing publication is reused as it is;
 // it is an error when it does not include the outbox table.
@@ -87,8 +92,10 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, m Mappi
 		return fmt.Errorf("read publication %s: %w", name, err)
 	}
 	if !exists {
-		_, err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert')",
-			pgx.Identifier{name}.Sanitize(), m.QualifiedTable()))
+		// publish_via_partition_root: a partitioned outbox's rows arrive
+		// under its own name, not its partitions'.
+		_, err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (%s)",
+			pgx.Identifier{name}.Sanitize(), m.QualifiedTable(), PublicationOptions))
 		var pgErr *pgconn.PgError
 		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42710") { // duplicate_object: a concurrent setup won
 			return fmt.Errorf("create publication %s: %w", name, err)
@@ -101,6 +108,15 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, m Mappi
 		return fmt.Errorf("read publication %s: %w", name, err)
 	}
 	if !included {
+		var partitioned bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'p')`, m.Schema, m.Table).Scan(&partitioned); err != nil {
+			return fmt.Errorf("read outbox table: %w", err)
+		}
+		if partitioned {
+			return fmt.Errorf("%w: publication %s publishes the partitions of %s under their own names: ALTER PUBLICATION %s SET (publish_via_partition_root = true)",
+				ErrOutboxTable, name, m.QualifiedTable(), name)
+		}
 		return fmt.Errorf("publication %s exists but does not publish %s: ALTER PUBLICATION %s ADD TABLE %s",
 			name, m.QualifiedTable(), name, m.QualifiedTable())
 	}

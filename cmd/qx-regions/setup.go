@@ -107,8 +107,8 @@ func printSetupSQL(w io.Writer, p *pairSettings) error {
 		b.WriteString("-- The default outbox (pgcrypto's gen_random_uuid is built in from PostgreSQL 13).\n" + cdc.OutboxSQL + "\n")
 	}
 	b.WriteString(checkpoint.SchemaSQL + "\n" + replication.DeadLettersSQL + "\n" + resolver.SchemaSQL + "\n")
-	fmt.Fprintf(&b, "-- Publish the outbox's inserts only.\nCREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert');\n\n",
-		p.publication.value, m.QualifiedTable())
+	fmt.Fprintf(&b, "-- Publish the outbox's inserts only (a partitioned outbox's under its own name).\nCREATE PUBLICATION %s FOR TABLE %s WITH (%s);\n\n",
+		p.publication.value, m.QualifiedTable(), cdc.PublicationOptions)
 	fmt.Fprintf(&b, "-- One slot per target region.\nSELECT pg_create_logical_replication_slot('%s', 'pgoutput');\n", slot)
 	_, err = io.WriteString(w, b.String())
 	return err
