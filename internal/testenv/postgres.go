@@ -287,12 +287,60 @@ func (p *Postgres) stop(sig syscall.Signal, group bool) error {
 		killed = true
 	}
 	if group || killed || sig == syscall.SIGQUIT {
-		// Children of a killed postmaster exit when they notice; wait for
-		// the group so a restart does not find them holding shared memory.
+		// Children of a killed postmaster exit when they notice. They are
+		// not in its process group (each backend calls setsid), so find
+		// them by their working directory, the data dir: a restart must
+		// not find them holding the shared memory.
 		waitGroupGone(p.cmd.Process.Pid, 10*time.Second)
+		waitDirUnused(p.dataDir(), group, 10*time.Second)
 	}
 	p.cmd = nil
 	return nil
+}
+
+// waitDirUnused waits until no live process has dir as its working
+// directory, sending them SIGKILL first when kill is set (and at the end,
+// whatever is left).
+func waitDirUnused(dir string, kill bool, timeout time.Duration) {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		pids := processesIn(dir)
+		if len(pids) == 0 {
+			return
+		}
+		if kill || time.Now().After(deadline) {
+			for _, pid := range pids {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		if time.Now().After(deadline.Add(time.Second)) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// processesIn lists the live processes whose working directory is dir
+// (a zombie has none).
+func processesIn(dir string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err == nil && cwd == dir {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func waitGroupGone(pgid int, timeout time.Duration) {
