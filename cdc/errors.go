@@ -12,6 +12,9 @@ var (
 	// ErrOutboxTable means the outbox table is missing, or a mapped column is
 	// missing or of an unusable type.
 	ErrOutboxTable = errors.New("outbox table does not match the mapping")
+	// ErrPublication means the publication is missing or does not publish
+	// the outbox table under its own name: the stream would carry nothing.
+	ErrPublication = errors.New("publication does not publish the outbox table")
 	// ErrSlotMissing means the slot does not exist although a checkpoint
 	// says it did: creating it again would silently skip events.
 	ErrSlotMissing = errors.New("replication slot is missing")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A partitioned outbox (e.g. by month, for cheap cleanup) streams like a
@@ -26,9 +27,9 @@ func TestStream_PartitionedOutbox(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	if err := EnsurePublication(ctx, conn, "by_partition", DefaultMapping()); !errors.Is(err, ErrOutboxTable) ||
+	if err := EnsurePublication(ctx, conn, "by_partition", DefaultMapping()); !errors.Is(err, ErrPublication) ||
 		!strings.Contains(err.Error(), "publish_via_partition_root") {
-		t.Fatalf("publication of the partitions: %v, want ErrOutboxTable naming publish_via_partition_root", err)
+		t.Fatalf("publication of the partitions: %v, want ErrPublication naming publish_via_partition_root", err)
 	}
 	if err := EnsurePublication(ctx, conn, DefaultPublication, DefaultMapping()); err != nil {
 		t.Fatal(err)
@@ -49,5 +50,26 @@ func TestStream_PartitionedOutbox(t *testing.T) {
 	}
 	if got := string(evs[3].Values[FieldAggregateID]); got != "old" {
 		t.Fatalf("last event's aggregate id %q, want old", got)
+	}
+}
+
+// A stream whose publication does not carry the outbox stops at start with
+// ErrPublication instead of streaming nothing.
+func TestStream_PublicationChecked(t *testing.T) {
+	f := newFixture(t, pg)
+	if _, err := f.conn.Exec(context.Background(), "CREATE TABLE other (x int); CREATE PUBLICATION wrong FOR TABLE other"); err != nil {
+		t.Fatal(err)
+	}
+	for _, pub := range []string{"wrong", "absent"} {
+		r := startStream(t, Config{DSN: f.dsn, Slot: f.slot, Publication: pub})
+		select {
+		case err := <-r.errc:
+			r.errc <- err
+			if !errors.Is(err, ErrPublication) {
+				t.Fatalf("publication %s: Run returned %v, want ErrPublication", pub, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("publication %s: the stream runs without its outbox", pub)
+		}
 	}
 }

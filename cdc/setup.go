@@ -101,6 +101,13 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, m Mappi
 			return fmt.Errorf("create publication %s: %w", name, err)
 		}
 	}
+	return checkPublished(ctx, conn, name, m)
+}
+
+// checkPublished checks that publication name publishes the outbox table
+// under its own name.
+func checkPublished(ctx context.Context, conn *pgx.Conn, name string, m Mapping) error {
+	m.fill()
 	var included bool
 	if err := conn.QueryRow(ctx, `
 		SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`,
@@ -114,11 +121,18 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, m Mappi
 			return fmt.Errorf("read outbox table: %w", err)
 		}
 		if partitioned {
-			return fmt.Errorf("%w: publication %s publishes the partitions of %s under their own names: ALTER PUBLICATION %s SET (publish_via_partition_root = true)",
-				ErrOutboxTable, name, m.QualifiedTable(), name)
+			return fmt.Errorf("%w: %s publishes the partitions of %s under their own names: ALTER PUBLICATION %s SET (publish_via_partition_root = true)",
+				ErrPublication, name, m.QualifiedTable(), name)
 		}
-		return fmt.Errorf("publication %s exists but does not publish %s: ALTER PUBLICATION %s ADD TABLE %s",
-			name, m.QualifiedTable(), name, m.QualifiedTable())
+		var exists bool
+		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", name).Scan(&exists); err != nil {
+			return fmt.Errorf("read publication %s: %w", name, err)
+		}
+		if !exists {
+			return fmt.Errorf("%w: %s does not exist; run qx-regions setup", ErrPublication, name)
+		}
+		return fmt.Errorf("%w: %s does not publish %s: ALTER PUBLICATION %s ADD TABLE %s",
+			ErrPublication, name, m.QualifiedTable(), name, m.QualifiedTable())
 	}
 	return nil
 }

@@ -258,7 +258,7 @@ func (s *Stream) Run(ctx context.Context) error {
 const progressSession = 10 * time.Second
 
 func fatal(err error) bool {
-	for _, e := range []error{ErrSlotMissing, ErrSlotLost, ErrSlotPlugin, ErrOutboxTable, ErrBadName} {
+	for _, e := range []error{ErrSlotMissing, ErrSlotLost, ErrSlotPlugin, ErrOutboxTable, ErrPublication, ErrBadName} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -438,8 +438,12 @@ func (s *Stream) checkMapping(ctx context.Context) error {
 		return fmt.Errorf("connect source: %w", err)
 	}
 	defer conn.Close(context.Background())
-	_, err = s.cfg.Mapping.Validate(cctx, conn)
-	return err
+	if _, err := s.cfg.Mapping.Validate(cctx, conn); err != nil {
+		return err
+	}
+	// A publication that lacks the table (or publishes its partitions)
+	// would stream nothing, silently.
+	return checkPublished(cctx, conn, s.cfg.Publication, *s.cfg.Mapping)
 }
 
 func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, database string) error {
