@@ -465,3 +465,26 @@ func (e *env) commitTxn(tb testing.TB, stmts ...string) (cdc.LSN, []string) {
 	}
 	return commits[0], out
 }
+
+// unstarted is a replicator on e that is not running, for tests that drive
+// its queue by hand (sendMore, resolved, recover); it retries at once.
+func (e *env) unstarted(tb testing.TB) *Replicator {
+	tb.Helper()
+	src, err := cdc.New(cdc.Config{DSN: e.dsn, Slot: e.slot, Mapping: &e.mapping, Logger: quiet()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	nc, err := nats.Connect(e.nats.URL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	r, err := New(Config{SourceRegion: source, TargetRegion: "eu-west-1", Logger: quiet(),
+		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond},
+		src, nc, checkpoint.NewPGStore(e.pool, e.slot), NewPGDeadLetters(e.pool, e.slot))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.reconnected = make(chan nats.Status, 1) // Run's, as pause reads it
+	return r
+}

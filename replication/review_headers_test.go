@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/qx-platform/regions/cdc"
-	"github.com/qx-platform/regions/checkpoint"
 	"github.com/qx-platform/regions/internal/testenv"
 )
 
@@ -89,55 +88,17 @@ func TestReview_SyncPublishRefusalDeadLetters(t *testing.T) {
 	ctx := t.Context()
 	n := testenv.StartNATS(t, testenv.NATSOptions{})
 	e := newEnv(t, pg, n)
-	src, err := cdc.New(cdc.Config{DSN: e.dsn, Slot: e.slot, Mapping: &e.mapping, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(n.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	r, err := New(Config{SourceRegion: source, TargetRegion: "eu-west-1", Logger: quiet(),
-		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond},
-		src, nc, checkpoint.NewPGStore(e.pool, e.slot), NewPGDeadLetters(e.pool, e.slot))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := e.unstarted(t)
 	if err := r.connectTarget(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for i, name := range []string{"first", "refused", "after"} {
-		pos := Position{LSN: cdc.LSN(0x1000), Index: i}
-		id := fmt.Sprintf("%s:event-%d", source, i)
-		msg := nats.NewMsg("qx.events." + source + ".order.x")
-		msg.Header.Set(HeaderMsgID, id)
-		msg.Header.Set(HeaderSourceLSN, pos.String())
-		msg.Header.Set(HeaderAggregateID, name)
-		if name == "refused" {
-			msg.Header["app/version"] = []string{"1"}
-		}
-		ev := &cdc.Event{CommitLSN: pos.LSN, Index: i}
-		ev.Values[cdc.FieldAggregateID] = []byte(name)
-		r.q = append(r.q, &entry{pos: pos, msg: msg, id: id, ev: ev})
-	}
-	r.q = append(r.q, &entry{commit: &cdc.Commit{CommitLSN: 0x1000, EndLSN: 0x1100}, pos: Position{LSN: 0x1000, Index: 1 << 30}})
+	queueRefusedBetween(r)
 
 	r.sendMore()
 	if r.recovering != nil {
 		t.Fatalf("a message nats.go refuses for what it is made the replicator resend: %v", r.recovering)
 	}
-	for r.wait < r.next {
-		f := r.q[r.wait].fut
-		select {
-		case ack := <-f.Ok():
-			r.resolved(ack, nil)
-		case err := <-f.Err():
-			t.Fatalf("publish of %s: %v", r.q[r.wait].id, err)
-		case <-time.After(10 * time.Second):
-			t.Fatal("no ack")
-		}
-	}
+	settle(t, r)
 	r.advance(ctx)
 	if len(r.q) != 0 || r.safe != 0x1100 {
 		t.Fatalf("queue holds %d entries, safe %s: want all popped and the transaction safe", len(r.q), r.safe)
@@ -162,25 +123,43 @@ func TestReview_DeadEntrySurvivesReconcile(t *testing.T) {
 	ctx := t.Context()
 	n := testenv.StartNATS(t, testenv.NATSOptions{})
 	e := newEnv(t, pg, n)
-	src, err := cdc.New(cdc.Config{DSN: e.dsn, Slot: e.slot, Mapping: &e.mapping, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(n.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	r, err := New(Config{SourceRegion: source, TargetRegion: "eu-west-1", Logger: quiet(),
-		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond},
-		src, nc, checkpoint.NewPGStore(e.pool, e.slot), NewPGDeadLetters(e.pool, e.slot))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.reconnected = make(chan nats.Status, 1)
+	r := e.unstarted(t)
 	if err := r.connectTarget(ctx); err != nil {
 		t.Fatal(err)
 	}
+	queueRefusedBetween(r)
+
+	r.sendMore()
+	// "first" is stored, but its ack is lost; "after" is stored and acked.
+	first := r.q[0].fut
+	select {
+	case <-first.Ok():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ack for first")
+	}
+	r.resolved(nil, errors.New("ack lost"))
+	settle(t, r)
+	if r.recovering == nil {
+		t.Fatal("a lost ack did not start a recovery")
+	}
+	r.reconcile = true // as the resend of "first" would be refused (wrong last id)
+	if err := r.recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.advance(ctx)
+	dead := e.deadLetters(t)
+	if len(dead) != 1 || dead[0].aggID != "refused" {
+		t.Fatalf("dead letters: %+v, want the refused event (it is in neither the stream nor the dead letters)", dead)
+	}
+	if ids := readStream(t, n.URL(), stream).aggIDs(); !slices.Equal(ids, []string{"first", "after"}) {
+		t.Fatalf("stream: %v, want first, after", ids)
+	}
+}
+
+// queueRefusedBetween queues one transaction of three events, "first",
+// "refused" (a header name nats.go refuses) and "after", as the
+// replicator's enqueue would (the build-time check aside).
+func queueRefusedBetween(r *Replicator) {
 	for i, name := range []string{"first", "refused", "after"} {
 		pos := Position{LSN: cdc.LSN(0x1000), Index: i}
 		id := fmt.Sprintf("%s:event-%d", source, i)
@@ -196,40 +175,20 @@ func TestReview_DeadEntrySurvivesReconcile(t *testing.T) {
 		r.q = append(r.q, &entry{pos: pos, msg: msg, id: id, ev: ev})
 	}
 	r.q = append(r.q, &entry{commit: &cdc.Commit{CommitLSN: 0x1000, EndLSN: 0x1100}, pos: Position{LSN: 0x1000, Index: 1 << 30}})
+}
 
-	r.sendMore()
-	// "first" is stored, but its ack is lost; "after" is stored and acked.
-	first := r.q[0].fut
-	select {
-	case <-first.Ok():
-	case <-time.After(10 * time.Second):
-		t.Fatal("no ack for first")
-	}
-	r.resolved(nil, errors.New("ack lost"))
+// settle resolves every in-flight publish, in order; each must be acked.
+func settle(tb testing.TB, r *Replicator) {
+	tb.Helper()
 	for r.wait < r.next {
 		f := r.q[r.wait].fut
 		select {
 		case ack := <-f.Ok():
 			r.resolved(ack, nil)
 		case err := <-f.Err():
-			t.Fatalf("publish of %s: %v", r.q[r.wait].id, err)
+			tb.Fatalf("publish of %s: %v", r.q[r.wait].id, err)
 		case <-time.After(10 * time.Second):
-			t.Fatal("no ack")
+			tb.Fatal("no ack")
 		}
-	}
-	if r.recovering == nil {
-		t.Fatal("a lost ack did not start a recovery")
-	}
-	r.reconcile = true // as the resend of "first" would be refused (wrong last id)
-	if err := r.recover(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r.advance(ctx)
-	dead := e.deadLetters(t)
-	if len(dead) != 1 || dead[0].aggID != "refused" {
-		t.Fatalf("dead letters: %+v, want the refused event (it is in neither the stream nor the dead letters)", dead)
-	}
-	if ids := readStream(t, n.URL(), stream).aggIDs(); !slices.Equal(ids, []string{"first", "after"}) {
-		t.Fatalf("stream: %v, want first, after", ids)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qx-platform/regions/cdc"
-	"github.com/qx-platform/regions/checkpoint"
 	"github.com/qx-platform/regions/internal/testenv"
 )
 
@@ -25,21 +24,7 @@ func TestReview_ResendAfterLaterAcks(t *testing.T) {
 	ctx := t.Context()
 	n := testenv.StartNATS(t, testenv.NATSOptions{})
 	e := newEnv(t, pg, n)
-	src, err := cdc.New(cdc.Config{DSN: e.dsn, Slot: e.slot, Mapping: &e.mapping, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(n.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	r, err := New(Config{SourceRegion: source, TargetRegion: "eu-west-1", Logger: quiet(),
-		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond},
-		src, nc, checkpoint.NewPGStore(e.pool, e.slot), NewPGDeadLetters(e.pool, e.slot))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := e.unstarted(t)
 	if _, err := ensureStream(ctx, r.js, stream, StreamSubject(source), time.Minute); err != nil {
 		t.Fatal(err)
 	}
